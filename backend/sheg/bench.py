@@ -1,0 +1,129 @@
+"""`sheg bench`: speed figures of the engine, printed as a table.
+
+- model calls: forward passes the sampler really made (counted by a hook on the network);
+- s per generated s: wall seconds of sampling per second of motion (< 1 is faster than real time);
+- frames/s: motion frames generated per wall second;
+- overhead: total sampling time / (calls x one bare forward of a full window) — the sampler's own cost on top of
+  the network; 1.00 means none (the last window is shorter than a full one, so this is an upper bound).
+Audio features are timed apart (mel only; HuBERT needs the user's model and is excluded).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+from .audio import AudioFeatureSpec, mel_features
+from .layouts import BEAT, SHOW
+from .pipeline import Model, load_model, resolve_device
+
+
+def official_model(profile: str, device: torch.device) -> Model:
+    """Official-size SHOW or BEAT UniEG with random weights and the official sampling settings."""
+    from .unieg import UniEG, UniEGConfig
+
+    torch.manual_seed(0)
+    config = UniEGConfig.official_show() if profile == "show" else UniEGConfig.official_beat()
+    layout = SHOW if profile == "show" else BEAT
+    net = UniEG(config).to(device)
+    meta = {
+        "name": f"official-{profile}-random", "layout": profile,
+        "fps": 30.0 if profile == "show" else 15.0, "window": 88 if profile == "show" else 34,
+        "overlap": 10 if profile == "show" else 4,
+        "audio": {"sample_rate": 18000, "hop_length": 600 if profile == "show" else 1200,
+                  "hubert": {"model": None, "sample_rate": 16000}},
+        "stats": {"mean": [0.0] * layout.dim, "std": [1.0] * layout.dim},
+        "guidance_scale": 1.15 if profile == "show" else 1.0,
+        "sampler": {"steps": 25, "jump_length": 3, "jump_n_sample": 5 if profile == "show" else 2},
+    }
+    return Model(net, meta, device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_model(model: Model, seconds: float, steps=None, jumps=None, dtype: str = "float32") -> dict:
+    device = model.device
+    spec = model.audio_spec
+    rng = np.random.default_rng(0)
+    wave = (0.1 * rng.standard_normal(int(seconds * spec.sample_rate))).astype(np.float32)
+    t0 = time.perf_counter()
+    mel_np = mel_features(wave, AudioFeatureSpec(sample_rate=spec.sample_rate, hop_length=spec.hop_length))
+    feature_s = time.perf_counter() - t0
+    mel = torch.from_numpy(mel_np)[None].to(device)
+    frames = mel.shape[1]
+    hub = torch.zeros(1, frames, model.net.config.hubert_dim, device=device) if model.uses_hubert else None
+    autocast = (torch.autocast(device.type, dtype=getattr(torch, dtype)) if dtype != "float32"
+                else contextlib.nullcontext())
+
+    calls = [0]
+    handle = model.net.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    try:
+        # One bare forward of a full window, as the sampler calls it (CFG doubling happens inside the network).
+        win = min(model.window, frames)
+        x = torch.randn(1, win, model.layout.dim, device=device)
+        t = torch.full((1,), 500, dtype=torch.long, device=device)
+        style = model.style_vector(None)
+        guidance = model.default_guidance
+        times = []
+        with torch.inference_mode(), autocast:
+            for _ in range(7):
+                _sync(device)
+                a = time.perf_counter()
+                model.net(x, t, model.schedule.x0_coeffs(t), mel[:, :win], None if hub is None else hub[:, :win],
+                          style, guidance_scale=guidance)
+                _sync(device)
+                times.append(time.perf_counter() - a)
+        forward_s = statistics.median(times[2:])
+        calls[0] = 0
+        with autocast:
+            model.sample(mel, hub, steps=steps, jumps=jumps)  # warm-up (allocator, kernels)
+        calls[0] = 0
+        _sync(device)
+        a = time.perf_counter()
+        with autocast:
+            model.sample(mel, hub, steps=steps, jumps=jumps)
+        _sync(device)
+        total_s = time.perf_counter() - a
+    finally:
+        handle.remove()
+    return {"model": model.model_id, "device": str(device), "dtype": dtype, "audio_s": seconds, "frames": frames,
+            "fps": model.fps, "calls": calls[0], "forward_ms": 1000 * forward_s, "sample_s": total_s,
+            "s_per_s": total_s / seconds, "frames_per_s": frames / total_s,
+            "overhead": total_s / (calls[0] * forward_s), "mel_s": feature_s,
+            "threads": torch.get_num_threads()}
+
+
+def format_rows(rows: list[dict]) -> str:
+    head = ("model", "device", "dtype", "frames", "calls", "forward ms", "sample s", "s per gen s", "frames/s",
+            "overhead")
+    lines = [" | ".join(head), " | ".join("---" for _ in head)]
+    for r in rows:
+        lines.append(" | ".join([r["model"], r["device"], r["dtype"], str(r["frames"]), str(r["calls"]),
+                                 f"{r['forward_ms']:.1f}", f"{r['sample_s']:.2f}", f"{r['s_per_s']:.3f}",
+                                 f"{r['frames_per_s']:.1f}", f"{r['overhead']:.3f}"]))
+    return "\n".join(lines)
+
+
+def run_bench(models=None, seconds: float = 10.0, device: str = "cpu", steps=None, jumps=None,
+              dtype: str = "float32") -> list[dict]:
+    dev = resolve_device(device)
+    rows = []
+    targets = models or ["official-show", "official-beat"]
+    for target in targets:
+        if target in ("official-show", "official-beat"):
+            model = official_model(target.split("-")[1], dev)
+        else:
+            model = load_model(target, device=str(dev))
+        print(f"benchmarking {target} on {dev} ({seconds:g} s of audio) ...", file=sys.stderr)
+        rows.append(bench_model(model, seconds, steps=steps, jumps=jumps, dtype=dtype))
+        del model
+    print(format_rows(rows))
+    return rows

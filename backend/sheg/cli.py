@@ -1,0 +1,198 @@
+"""The `sheg` command line: generate, worker, import-diffsheg, train, eval, bench.
+
+Errors the user can fix print one line `sheg: error: ...` and exit with code 2; nothing is left half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import __version__
+from .errors import ShegError
+
+EXIT_USAGE = 2
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="generate takes (.npz) from speech audio files",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3, ...)")
+    p.add_argument("-o", "--out", required=True,
+                   help="output .npz (one audio file) or folder (one take per audio file, named after it)")
+    p.add_argument("--model", default=None, help="model folder (default: the embedded default model)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same take")
+    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the model's, usually 25)")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--style", type=int, default=None, help="speaker/style index of the model")
+    p.add_argument("--overlap", type=int, default=None, help="FOPPAS window overlap in frames")
+    p.add_argument("--jumps", type=int, default=None, help="FOPPAS resampling jumps per jump point (1 = none)")
+    p.add_argument("--no-resample", action="store_true", help="FOPPAS fast mode: no RePaint resampling jumps")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="compute device")
+    p.add_argument("--hubert", default=None, help="HuBERT-large folder or model id (models that use HuBERT)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _outputs_for(audio: list[str], out: str) -> list[str]:
+    if len(audio) == 1 and out.lower().endswith(".npz"):
+        return [out]
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ShegError(f"{out} exists and is not a folder: with several audio files, -o must be a folder")
+    names = [os.path.splitext(os.path.basename(a))[0] + ".npz" for a in audio]
+    if len(set(names)) != len(names):
+        raise ShegError("two audio files have the same name: generate them into different folders")
+    return [os.path.join(out, n) for n in names]
+
+
+def cmd_generate(args) -> int:
+    from .pipeline import load_model
+
+    for path in args.audio:  # fail before loading anything
+        if not os.path.isfile(path):
+            raise ShegError(f"audio file not found: {path}")
+    outputs = _outputs_for(args.audio, args.out)
+    model = load_model(args.model, device=args.device, hubert=args.hubert)
+    results = []
+    for audio, out in zip(args.audio, outputs):
+        bar = None
+        if not args.quiet:
+            from tqdm import tqdm
+
+            bar = tqdm(total=100, desc=os.path.basename(audio), unit="%", file=sys.stderr,
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+
+        def progress(event, bar=bar):
+            if bar is not None and event.get("stage") == "sampling":
+                bar.n = int(100 * event["fraction"])
+                bar.set_postfix_str(f"window {event['window']}/{event['windows']}", refresh=True)
+
+        try:
+            take = model.generate(audio, seed=args.seed, steps=args.steps, guidance=args.guidance, style=args.style,
+                                  overlap=args.overlap, jumps=args.jumps, resample=not args.no_resample,
+                                  progress=progress)
+        finally:
+            if bar is not None:
+                bar.n = bar.total if bar.n else bar.n
+                bar.close()
+        take.save(out)
+        written = [os.path.abspath(out)]
+        if "arkit_weights" in take.arrays:
+            json_path = os.path.splitext(out)[0] + "_arkit.json"
+            take.save_arkit_json(json_path)
+            written.append(os.path.abspath(json_path))
+        results.append({"audio": os.path.abspath(audio), "out": written[0], "files": written,
+                        "frames": take.frames, "fps": take.fps, "seconds": take.meta["seconds"],
+                        "seed": args.seed, "model": model.model_id})
+        if not args.json:
+            print(f"{audio} -> {out} ({take.frames} frames at {take.fps:g} fps, {take.meta['seconds']:.1f} s)",
+                  file=sys.stderr)
+    if args.json:
+        print(json.dumps({"takes": results}, indent=1))
+    return 0
+
+
+def _add_import(sub) -> None:
+    p = sub.add_parser("import-diffsheg", help="convert an official DiffSHEG checkpoint to a model folder")
+    p.add_argument("checkpoint", help="official .tar checkpoint (e.g. ckpt_e2599.tar or fgd_best.tar)")
+    p.add_argument("--profile", required=True, choices=["show", "beat"], help="which official model it is")
+    p.add_argument("--stats", required=True,
+                   help="normalization statistics: SHOW talkshow_mean_std.npy, or the BEAT stats folder")
+    p.add_argument("-o", "--out", required=True, help="model folder to create")
+
+
+def cmd_import(args) -> int:
+    from .checkpoint import import_diffsheg
+
+    import_diffsheg(args.checkpoint, args.profile, args.stats, args.out)
+    print(f"wrote model folder {args.out}", file=sys.stderr)
+    return 0
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="speed figures: model calls, seconds per generated second, sampler overhead",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", action="append", default=None,
+                   help="model folder (repeatable); default: official-size SHOW and BEAT configs, random weights")
+    p.add_argument("--seconds", type=float, default=10.0, help="audio length to generate")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, auto")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--jumps", type=int, default=None)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+
+    rows = run_bench(models=args.model, seconds=args.seconds, device=args.device, steps=args.steps,
+                     jumps=args.jumps, dtype=args.dtype)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    return 0
+
+
+def _add_test_model(sub) -> None:
+    p = sub.add_parser("make-test-model", help="write a tiny random model folder (for tests of the plumbing)")
+    p.add_argument("out", help="model folder to create")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def cmd_make_test_model(args) -> int:
+    from .testing import make_tiny_model_dir
+
+    make_tiny_model_dir(args.out, seed=args.seed)
+    print(f"wrote tiny random model {args.out}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sheg", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"sheg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_generate(sub)
+    sub.add_parser("worker", help="JSON-lines worker on stdin/stdout (used by the Blender add-on)")
+    _add_import(sub)
+    _add_bench(sub)
+    _add_test_model(sub)
+    try:
+        from .train import build_parser as add_train
+        add_train(sub)
+    except ImportError:
+        pass
+    try:
+        from .evaluate import build_parser as add_eval
+        add_eval(sub)
+    except ImportError:
+        pass
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"generate": cmd_generate, "import-diffsheg": cmd_import, "bench": cmd_bench,
+                "make-test-model": cmd_make_test_model}
+    try:
+        if args.command == "worker":
+            from .worker import run_worker
+
+            return run_worker()
+        if args.command in handlers:
+            return handlers[args.command](args)
+        if hasattr(args, "func"):
+            return args.func(args) or 0
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    except ShegError as exc:
+        print(f"sheg: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("sheg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""Audio file in, take out: joins the audio features, a network, the noise schedule and the FOPPAS sampler.
+
+    model = sheg.load_model("path/to/MODEL_DIR")        # or None for the embedded default model
+    take = model.generate("speech.wav", seed=1)
+    take.save("take.npz")
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import __version__
+from .audio import AudioFeatureSpec, hubert_features, load_audio, mel_features, num_motion_frames
+from .checkpoint import load_model_dir
+from .diffusion import NoiseSchedule
+from .errors import BadInput, Cancelled, DeviceError, ShegError
+from .layouts import get_layout, take_from_vector
+from .sampling import count_model_calls, foppas_sample
+from .take import sha256_of, write_arkit_json, write_take
+
+DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(__file__), "models", "default")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' picks cuda, then mps, then cpu; asking for an absent device is an error, not a silent fallback."""
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError("CUDA was asked for but no CUDA GPU is available to this torch "
+                              f"(torch {torch.__version__}); use --device cpu or install a CUDA build of torch")
+        return torch.device(name)
+    if name == "mps":
+        if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
+            raise DeviceError("MPS (Apple GPU) was asked for but is not available; use --device cpu")
+        return torch.device("mps")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise DeviceError(f"unknown device '{name}': use auto, cpu, cuda or mps")
+
+
+@dataclass
+class Take:
+    """A generated take: take arrays (see take.py), their frame rate and provenance."""
+
+    arrays: dict
+    fps: float
+    meta: dict = field(default_factory=dict)
+    vector: np.ndarray | None = None  # (T, D) de-normalized network vector
+
+    @property
+    def frames(self) -> int:
+        return len(self.arrays["poses"])
+
+    def save(self, path: str) -> None:
+        write_take(path, self.arrays, fps=self.fps, meta=self.meta)
+
+    def save_arkit_json(self, path: str) -> None:
+        write_arkit_json(path, self.arrays["arkit_names"], self.arrays["arkit_weights"], self.fps)
+
+
+class Model:
+    """A loaded model folder, ready to generate. Holds the network on its device between calls."""
+
+    def __init__(self, net: torch.nn.Module, meta: dict, device: torch.device, hubert: str | None = None):
+        self.net = net.eval()
+        self.meta = meta
+        self.device = device
+        self.layout = get_layout(meta["layout"])
+        self.audio_spec = AudioFeatureSpec.from_dict(meta["audio"])
+        self.fps = float(meta.get("fps", self.audio_spec.fps))
+        self.window = int(meta["window"])
+        self.overlap = int(meta["overlap"])
+        self.schedule = NoiseSchedule()
+        self.mean = torch.tensor(meta["stats"]["mean"], dtype=torch.float32, device=device)
+        self.std = torch.tensor(meta["stats"]["std"], dtype=torch.float32, device=device)
+        self.speakers = list(meta.get("speakers") or ["default"])
+        sampler = meta.get("sampler", {})
+        self.default_steps = int(sampler.get("steps", 25))
+        self.default_jumps = int(sampler.get("jump_n_sample", 5))
+        self.jump_length = int(sampler.get("jump_length", 3))
+        self.default_guidance = float(meta.get("guidance_scale", 1.0))
+        self.default_style = int(meta.get("default_style", 0))
+        self.uses_hubert = bool(getattr(net.config, "use_hubert", False))
+        hub = dict(self.audio_spec.hubert or {})
+        self.hubert_model = hubert or hub.get("model")
+        self.hubert_rate = int(hub.get("sample_rate", 16000))
+
+    @property
+    def model_id(self) -> str:
+        return str(self.meta.get("name") or self.meta.get("source", {}).get("file") or "model")
+
+    def summary(self) -> dict:
+        return {"name": self.model_id, "layout": self.layout.name, "fps": self.fps, "window": self.window,
+                "overlap": self.overlap, "speakers": self.speakers, "default_style": self.default_style,
+                "guidance_scale": self.default_guidance, "steps": self.default_steps,
+                "hubert": self.uses_hubert, "device": str(self.device)}
+
+    # -- features -------------------------------------------------------------------------------------------------
+
+    def _features(self, audio) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        """mel (1, T, 128) and HuBERT (1, T, 1024) or None on the model's device; T motion frames."""
+        if isinstance(audio, (str, os.PathLike)):
+            wave = load_audio(os.fspath(audio), self.audio_spec.sample_rate)
+        else:
+            samples, rate = audio
+            wave = np.asarray(samples, dtype=np.float32)
+            if wave.ndim > 1:
+                wave = wave.mean(axis=1)
+            if rate != self.audio_spec.sample_rate:
+                import soxr
+                wave = soxr.resample(wave, rate, self.audio_spec.sample_rate).astype(np.float32)
+        frames = num_motion_frames(len(wave), self.audio_spec.hop_length)
+        mel = mel_features(wave, self.audio_spec, frames)  # raises BadInput when frames < 1
+        del wave
+        hub = None
+        if self.uses_hubert:
+            if not isinstance(audio, (str, os.PathLike)):
+                raise BadInput("HuBERT models need an audio file path, not samples")
+            if not self.hubert_model:
+                raise ShegError("this model needs HuBERT features: pass --hubert FOLDER_OR_ID "
+                                "(facebook/hubert-large-ls960-ft)")
+            # 16 kHz is right; a model card may ask for 22050 to reproduce the official custom-audio path.
+            wave_h = load_audio(os.fspath(audio), self.hubert_rate)
+            hub = torch.from_numpy(hubert_features(wave_h, frames, self.hubert_model, str(self.device)))[None]
+            hub = hub.to(self.device)
+        return torch.from_numpy(mel)[None].to(self.device), hub, frames
+
+    # -- generation -----------------------------------------------------------------------------------------------
+
+    def style_vector(self, style: int | None) -> torch.Tensor:
+        style = self.default_style if style is None else int(style)
+        dim = int(self.net.config.style_dim)
+        if not 0 <= style < dim:
+            raise BadInput(f"style {style} is out of range: this model has styles 0..{dim - 1} "
+                           f"({', '.join(self.speakers)})")
+        onehot = torch.zeros(1, dim, device=self.device)
+        onehot[0, style] = 1.0
+        return onehot
+
+    def generate(self, audio, *, seed: int = 0, steps: int | None = None, guidance: float | None = None,
+                 style: int | None = None, overlap: int | None = None, jumps: int | None = None,
+                 resample: bool = True, progress: Callable[[dict], None] | None = None) -> Take:
+        """Generate a take for `audio` (a file path, or (samples, rate)).
+
+        progress receives {'stage', 'fraction', 'window', 'windows', 'step', 'steps'}; raising
+        sheg.errors.Cancelled from it stops the generation.
+        """
+        started = time.perf_counter()
+        report = progress or (lambda event: None)
+        report({"stage": "features", "fraction": 0.0})
+        mel, hub, frames = self._features(audio)
+        vec = self.sample(mel, hub, seed=seed, steps=steps, guidance=guidance, style=style, overlap=overlap,
+                          jumps=jumps, resample=resample, progress=report)
+        arrays = take_from_vector(self.layout, vec)
+        meta = {"model_id": self.model_id, "seed": int(seed), "steps": steps or self.default_steps,
+                "guidance": self.default_guidance if guidance is None else float(guidance),
+                "style": self.default_style if style is None else int(style), "sheg_version": __version__,
+                "layout": self.layout.name}
+        if isinstance(audio, (str, os.PathLike)):
+            meta["audio_file"] = os.path.abspath(os.fspath(audio))
+            meta["audio_sha256"] = sha256_of(os.fspath(audio))
+        report({"stage": "done", "fraction": 1.0})
+        take = Take(arrays=arrays, fps=self.fps, meta=meta, vector=vec)
+        take.meta["seconds"] = round(time.perf_counter() - started, 3)
+        return take
+
+    def sample(self, mel: torch.Tensor, hub: torch.Tensor | None, *, seed: int = 0, steps: int | None = None,
+               guidance: float | None = None, style: int | None = None, overlap: int | None = None,
+               jumps: int | None = None, resample: bool = True,
+               progress: Callable[[dict], None] | None = None) -> np.ndarray:
+        """FOPPAS over features mel (1, T, 128) [+ HuBERT (1, T, 1024)] -> de-normalized vector (T, D) float32."""
+        steps = self.default_steps if steps is None else int(steps)
+        guidance = self.default_guidance if guidance is None else float(guidance)
+        overlap = self.overlap if overlap is None else int(overlap)
+        jumps = self.default_jumps if jumps is None else int(jumps)
+        if steps < 1 or steps > 1000:
+            raise BadInput(f"steps must be between 1 and 1000, got {steps}")
+        if not 0 <= overlap < self.window:
+            raise BadInput(f"overlap must be between 0 and {self.window - 1} frames, got {overlap}")
+        if jumps < 1:
+            raise BadInput(f"jumps must be at least 1, got {jumps}")
+        if guidance != 1.0 and not getattr(self.net.config, "classifier_free", False):
+            raise BadInput(f"this model was trained without classifier-free guidance: use guidance 1 (got {guidance})")
+        report = progress or (lambda event: None)
+        frames = mel.shape[1]
+        style_vec = self.style_vector(style)
+
+        def make_denoiser(start: int, stop: int):
+            mel_w = mel[:, start:stop]
+            hub_w = None if hub is None else hub[:, start:stop]
+
+            def denoise(x_t, t):
+                batch = x_t.shape[0]
+                return self.net(x_t, t, self.schedule.x0_coeffs(t), mel_w.expand(batch, -1, -1),
+                                None if hub_w is None else hub_w.expand(batch, -1, -1),
+                                style_vec.expand(batch, -1), guidance_scale=guidance)
+            return denoise
+
+        total_calls = count_model_calls(frames, self.window, overlap, steps, self.jump_length, jumps, resample)
+
+        def on_step(info: dict) -> None:
+            report({"stage": "sampling", "fraction": min(1.0, info.get("calls", 0) / max(1, total_calls)),
+                    "window": info.get("window", 0) + 1, "windows": info.get("windows", 1),
+                    "step": info.get("i", 0) + 1, "steps": info.get("steps", steps)})
+
+        generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        with torch.inference_mode():
+            x = foppas_sample(make_denoiser, frames, self.layout.dim, self.schedule, window=self.window,
+                              overlap=overlap, steps=steps, jump_length=self.jump_length, jump_n_sample=jumps,
+                              resample=resample, generator=generator, callback=on_step, device=self.device)
+            return (x[0].float() * self.std + self.mean).cpu().numpy()
+
+
+def load_model(path: str | None = None, device: str = "auto", hubert: str | None = None) -> Model:
+    """Load a model folder (model.json + model.safetensors); None loads the embedded default model."""
+    if path is None:
+        path = DEFAULT_MODEL_DIR
+        if not os.path.exists(os.path.join(path, "model.json")):
+            raise ShegError("the embedded default model is not installed in this build of sheg: "
+                            "pass --model MODEL_DIR")
+    dev = resolve_device(device)
+    net, meta = load_model_dir(path, dev)
+    return Model(net, meta, dev, hubert=hubert)
+
+
+__all__ = ["Model", "Take", "load_model", "resolve_device", "Cancelled", "DEFAULT_MODEL_DIR"]
