@@ -1,0 +1,213 @@
+"""End to end through the public surfaces: sheg.load_model().generate, the `sheg` CLI and `sheg worker`."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import sheg
+from sheg.errors import BadInput, DeviceError
+from sheg.testing import make_tiny_model_dir
+
+SPEECH = os.path.join(os.path.dirname(__file__), "..", "..", "assets", "speech", "arctic_a0007.wav")
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    return make_tiny_model_dir(str(tmp_path_factory.mktemp("models") / "tiny"))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_model_dir):
+    return sheg.load_model(tiny_model_dir, device="cpu")
+
+
+def write_wave(path, seconds, rate=16000):
+    t = np.arange(int(round(seconds * rate))) / rate
+    sf.write(path, (0.2 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32), rate)
+    return str(path)
+
+
+def run_cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "sheg", *args], capture_output=True, text=True, **kw)
+
+
+def test_generate_speech_file(tiny_model):
+    take = tiny_model.generate(SPEECH, seed=1)
+    assert take.frames == 120 and take.fps == 30.0  # 4.0 s at 30 fps
+    assert take.arrays["poses"].shape == (120, 165) and take.arrays["expressions"].shape == (120, 100)
+    assert np.isfinite(take.arrays["poses"]).all()
+    assert take.meta["audio_sha256"] and take.meta["seed"] == 1
+
+
+def test_same_seed_same_take_different_seed_differs(tiny_model):
+    audio = (np.random.default_rng(0).standard_normal(18000 * 3).astype(np.float32) * 0.1, 18000)
+    a = tiny_model.generate(audio, seed=5).vector
+    b = tiny_model.generate(audio, seed=5).vector
+    c = tiny_model.generate(audio, seed=6).vector
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).mean() > 1e-3
+
+
+@pytest.mark.parametrize("frames", [1, 31, 32, 33, 60, 61, 200], ids=lambda f: f"{f}frames")
+def test_output_length_equals_audio_frames_around_window_boundaries(tiny_model, frames):
+    # tiny model: window 32, overlap 4 -> stride 28; 1 frame = 600 samples at 18 kHz
+    samples = frames * 600 + 599
+    take = tiny_model.generate((np.full(samples, 0.01, dtype=np.float32), 18000), seed=0, steps=3)
+    assert take.frames == frames
+
+
+def test_bad_arguments(tiny_model):
+    audio = (np.zeros(18000, dtype=np.float32), 18000)
+    with pytest.raises(BadInput, match="style"):
+        tiny_model.generate(audio, style=7)
+    with pytest.raises(BadInput, match="overlap"):
+        tiny_model.generate(audio, overlap=40)
+    with pytest.raises(BadInput, match="too short"):
+        tiny_model.generate((np.zeros(100, dtype=np.float32), 18000))
+
+
+def test_cuda_absent_is_a_clear_error(tiny_model_dir):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    with pytest.raises(DeviceError, match="CUDA"):
+        sheg.load_model(tiny_model_dir, device="cuda")
+
+
+def test_cli_generate_json_summary(tiny_model_dir, tmp_path):
+    out = tmp_path / "take.npz"
+    proc = run_cli("generate", SPEECH, "-o", str(out), "--model", tiny_model_dir, "--seed", "2", "--steps", "3",
+                   "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["takes"][0]["frames"] == 120 and os.path.exists(out)
+    with np.load(out) as z:
+        assert z["poses"].shape == (120, 165) and float(z["mocap_frame_rate"]) == 30.0
+
+
+def test_cli_several_files_into_folder(tiny_model_dir, tmp_path):
+    a = write_wave(tmp_path / "a.wav", 1.5)
+    b = write_wave(tmp_path / "b.flac".replace(".flac", ".wav"), 2.0)
+    out = tmp_path / "takes"
+    proc = run_cli("generate", a, b, "-o", str(out), "--model", tiny_model_dir, "--steps", "2", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(out)) == ["a.npz", "b.npz"]
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "corrupt", "text", "short", "bad-model", "cuda"])
+def test_cli_bad_input_one_line_exit_2_nothing_written(tiny_model_dir, tmp_path, case):
+    import torch
+
+    audio = tmp_path / "in.wav"
+    model = tiny_model_dir
+    extra = []
+    if case == "missing":
+        audio = tmp_path / "missing.wav"
+    elif case == "empty":
+        audio.write_bytes(b"")
+    elif case == "corrupt":
+        audio.write_bytes(b"RIFF" + os.urandom(64))
+    elif case == "text":
+        audio = tmp_path / "in.txt"
+        audio.write_text("hello\n" * 50)
+    elif case == "short":
+        sf.write(audio, np.zeros(200, dtype=np.float32), 16000)
+    elif case == "bad-model":
+        write_wave(audio, 1.0)
+        model = str(tmp_path / "not-a-model")
+        os.makedirs(model)
+    elif case == "cuda":
+        if torch.cuda.is_available():
+            pytest.skip("a CUDA GPU is present")
+        write_wave(audio, 1.0)
+        extra = ["--device", "cuda"]
+    out = tmp_path / "out" / "take.npz"
+    proc = run_cli("generate", str(audio), "-o", str(out), "--model", model, "--quiet", *extra)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("sheg: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists() and (not out.parent.exists() or not any(out.parent.iterdir()))
+
+
+class WorkerProcess:
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-m", "sheg", "worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.next_id = 0
+
+    def send(self, **req):
+        self.next_id += 1
+        req["id"] = self.next_id
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        return self.next_id
+
+    def read(self, timeout=60):
+        deadline = time.time() + timeout
+        line = self.proc.stdout.readline()
+        assert line, f"worker closed stdout; stderr: {self.proc.stderr.read()[-2000:]}"
+        assert time.time() < deadline
+        return json.loads(line)
+
+    def until(self, rid, final=("done", "error", "cancelled", "loaded", "hello", "bye", "ok")):
+        events = []
+        while True:
+            event = self.read()
+            events.append(event)
+            if event.get("id") == rid and event["event"] in final:
+                return event, events
+
+
+@pytest.fixture()
+def worker():
+    w = WorkerProcess()
+    yield w
+    if w.proc.poll() is None:
+        w.proc.kill()
+    w.proc.wait()
+
+
+def test_worker_protocol_generate_cancel_errors_shutdown(worker, tiny_model_dir, tmp_path):
+    hello, _ = worker.until(worker.send(cmd="hello"))
+    assert hello["event"] == "hello" and hello["protocol"] == 1 and "cpu" in hello["devices"]
+    loaded, _ = worker.until(worker.send(cmd="load", model=tiny_model_dir, device="cpu"))
+    assert loaded["event"] == "loaded" and loaded["model"]["fps"] == 30.0
+
+    out = tmp_path / "take.npz"
+    done, events = worker.until(worker.send(cmd="generate", audio=SPEECH, out=str(out), seed=3, steps=3))
+    assert done["event"] == "done" and done["frames"] == 120, done
+    progress = [e for e in events if e["event"] == "progress" and e["stage"] == "sampling"]
+    assert progress and progress[-1]["fraction"] == pytest.approx(1.0)
+    assert os.path.exists(out)
+
+    # errors are answered, the worker stays alive
+    err, _ = worker.until(worker.send(cmd="generate", audio=str(tmp_path / "none.wav"), out=str(tmp_path / "x.npz")))
+    assert err["event"] == "error" and "not found" in err["message"]
+    bogus, _ = worker.until(worker.send(cmd="fly"))
+    assert bogus["event"] == "error"
+
+    # cancel a long generation: it ends as cancelled and writes nothing
+    long_audio = write_wave(tmp_path / "long.wav", 60.0)
+    cancelled_out = tmp_path / "cancelled.npz"
+    gid = worker.send(cmd="generate", audio=long_audio, out=str(cancelled_out), steps=25, jumps=5)
+    while True:
+        event = worker.read()
+        if event.get("event") == "progress" and event.get("stage") == "sampling":
+            break
+    t0 = time.time()
+    worker.send(cmd="cancel")
+    final, _ = worker.until(gid)
+    assert final["event"] == "cancelled" and time.time() - t0 < 1.0
+    assert not cancelled_out.exists() and not any(p.name.startswith(".sheg-") for p in tmp_path.iterdir())
+
+    bye, _ = worker.until(worker.send(cmd="shutdown"))
+    assert bye["event"] == "bye"
+    assert worker.proc.wait(timeout=10) == 0
