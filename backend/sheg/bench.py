@@ -66,23 +66,27 @@ def bench_model(model: Model, seconds: float, steps=None, jumps=None, dtype: str
     calls = [0]
     handle = model.net.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     try:
-        # One bare forward of a full window, as the sampler calls it (CFG doubling happens inside the network).
+        # One bare forward of a full window, as the sampler calls it (CFG doubling happens inside the network),
+        # timed before and after the sampling run: the machine's speed drifts, the median of both is fairer.
         win = min(model.window, frames)
         x = torch.randn(1, win, model.layout.dim, device=device)
         t = torch.full((1,), 500, dtype=torch.long, device=device)
         style = model.style_vector(None)
-        guidance = model.default_guidance
-        times = []
-        with torch.inference_mode(), autocast:
-            for _ in range(7):
-                _sync(device)
-                a = time.perf_counter()
-                model.net(x, t, model.schedule.x0_coeffs(t), mel[:, :win], None if hub is None else hub[:, :win],
-                          style, guidance_scale=guidance)
-                _sync(device)
-                times.append(time.perf_counter() - a)
-        forward_s = statistics.median(times[2:])
-        calls[0] = 0
+
+        def bare_forwards(n: int) -> list[float]:
+            times = []
+            with torch.inference_mode(), autocast:
+                for _ in range(n):
+                    _sync(device)
+                    a = time.perf_counter()
+                    model.net(x, t, model.schedule.x0_coeffs(t), mel[:, :win],
+                              None if hub is None else hub[:, :win], style, guidance_scale=model.default_guidance)
+                    _sync(device)
+                    times.append(time.perf_counter() - a)
+            return times
+
+        bare_forwards(2)  # warm-up
+        forward_times = bare_forwards(5)
         with autocast:
             model.sample(mel, hub, steps=steps, jumps=jumps)  # warm-up (allocator, kernels)
         calls[0] = 0
@@ -92,12 +96,15 @@ def bench_model(model: Model, seconds: float, steps=None, jumps=None, dtype: str
             model.sample(mel, hub, steps=steps, jumps=jumps)
         _sync(device)
         total_s = time.perf_counter() - a
+        sampler_calls = calls[0]
+        forward_times += bare_forwards(5)
+        forward_s = statistics.median(forward_times)
     finally:
         handle.remove()
     return {"model": model.model_id, "device": str(device), "dtype": dtype, "audio_s": seconds, "frames": frames,
-            "fps": model.fps, "calls": calls[0], "forward_ms": 1000 * forward_s, "sample_s": total_s,
+            "fps": model.fps, "calls": sampler_calls, "forward_ms": 1000 * forward_s, "sample_s": total_s,
             "s_per_s": total_s / seconds, "frames_per_s": frames / total_s,
-            "overhead": total_s / (calls[0] * forward_s), "mel_s": feature_s,
+            "overhead": total_s / (sampler_calls * forward_s), "mel_s": feature_s,
             "threads": torch.get_num_threads()}
 
 
