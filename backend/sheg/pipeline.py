@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -216,7 +217,8 @@ class Model:
                     "step": info.get("i", 0) + 1, "steps": info.get("steps", steps)})
 
         generator = torch.Generator(device=self.device).manual_seed(int(seed))
-        with torch.inference_mode():
+        cache = getattr(self.net, "modulation_cache", None)
+        with torch.inference_mode(), (cache() if cache else contextlib.nullcontext()):
             x = foppas_sample(make_denoiser, frames, self.layout.dim, self.schedule, window=self.window,
                               overlap=overlap, steps=steps, jump_length=self.jump_length, jump_n_sample=jumps,
                               resample=resample, generator=generator, callback=on_step, device=self.device)

@@ -20,6 +20,7 @@ This module knows nothing of noise schedules: the caller passes x0_coeffs = (sqr
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass, fields
 
@@ -164,8 +165,12 @@ class StylizationBlock(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.out_layers = nn.Sequential(nn.SiLU(), nn.Dropout(dropout), _zero_init(nn.Linear(dim, dim)))
 
-    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.emb_layers(emb).unsqueeze(1).chunk(2, dim=-1)  # each (B, 1, D)
+    def modulation(self, emb: torch.Tensor) -> torch.Tensor:
+        """(B, 4D) -> (B, 1, 2D) = [scale | shift]; depends only on (t, speaker), so samplers may cache it."""
+        return self.emb_layers(emb).unsqueeze(1)
+
+    def forward(self, h: torch.Tensor, mod: torch.Tensor) -> torch.Tensor:
+        scale, shift = mod.chunk(2, dim=-1)  # each (B, 1, D)
         return self.out_layers(self.norm(h) * (1 + scale) + shift)
 
 
@@ -173,7 +178,7 @@ class LinearSelfAttention(nn.Module):
     """Efficient (linear) self-attention with a shared pre-LayerNorm, as in MotionDiffuse.
 
     Per head, q is softmaxed over its features and k over time; context = k^T v is (d x d), y = q context.
-    Cost is linear in T. x (B, T, D), emb (B, 4D) -> x + stylize(y) (B, T, D).
+    Cost is linear in T. x (B, T, D), mod (B, 1, 2D) -> x + stylize(y) (B, T, D).
     """
 
     def __init__(self, dim: int, num_heads: int, time_embed_dim: int, dropout: float):
@@ -185,7 +190,7 @@ class LinearSelfAttention(nn.Module):
         self.value = nn.Linear(dim, dim)
         self.proj_out = StylizationBlock(dim, time_embed_dim, dropout)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mod: torch.Tensor) -> torch.Tensor:
         B, T, D = x.shape
         xn = self.norm(x)
         q = self.query(xn).view(B, T, self.num_heads, -1).softmax(dim=-1)  # (B, T, H, d) over features
@@ -193,7 +198,7 @@ class LinearSelfAttention(nn.Module):
         v = self.value(xn).view(B, T, self.num_heads, -1)  # (B, T, H, d)
         context = torch.einsum("bthd,bthl->bhdl", k, v)  # (B, H, d, d)
         y = torch.einsum("bthd,bhdl->bthl", q, context).reshape(B, T, D)
-        return x + self.proj_out(y, emb)
+        return x + self.proj_out(y, mod)
 
 
 class FFN(nn.Module):
@@ -207,9 +212,9 @@ class FFN(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.proj_out = StylizationBlock(dim, time_embed_dim, dropout)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mod: torch.Tensor) -> torch.Tensor:
         y = self.linear2(self.dropout(self.activation(self.linear1(x))))
-        return x + self.proj_out(y, emb)
+        return x + self.proj_out(y, mod)
 
 
 class TransformerLayer(nn.Module):
@@ -232,10 +237,14 @@ class TransformerLayer(nn.Module):
         self.sa_block = LinearSelfAttention(dim, num_heads, time_embed_dim, dropout)
         self.ffn = FFN(dim, ffn_dim, time_embed_dim, dropout)
 
-    def forward(self, h: torch.Tensor, emb: torch.Tensor, cond: torch.Tensor | None = None,
+    def modulations(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Style modulations of the attention and FFN outputs for emb (N, 4D): two (N, 1, 2D) tensors."""
+        return self.sa_block.proj_out.modulation(emb), self.ffn.proj_out.modulation(emb)
+
+    def forward(self, h: torch.Tensor, mods: tuple[torch.Tensor, torch.Tensor], cond: torch.Tensor | None = None,
                 null_emb: torch.Tensor | None = None, null_mask: torch.Tensor | None = None,
                 guided: bool = False) -> torch.Tensor:
-        """h (N, T, D), emb (N, 4D), cond (B, T, C) -> (N, T, D).
+        """h (N, T, D), mods from `modulations(emb)`, cond (B, T, C) -> (N, T, D).
 
         null_mask (N,) bool: rows whose whole fusion input [h | cond] is replaced by null_emb (1, P) (training).
         guided: h holds 2B rows, the first B unconditional (null_emb), the last B conditioned on cond (B rows).
@@ -252,8 +261,8 @@ class TransformerLayer(nn.Module):
             if null_mask is not None:
                 fused = torch.where(null_mask[:, None, None], self.feat_proj(null_emb)[None], fused)
             h = h + fused
-        h = self.sa_block(h, emb)
-        return self.ffn(h, emb)
+        h = self.sa_block(h, mods[0])
+        return self.ffn(h, mods[1])
 
 
 class MotionBranch(nn.Module):
@@ -291,15 +300,21 @@ class MotionBranch(nn.Module):
         )
         self.out = nn.Linear(D, input_dim)
 
-    def forward(self, x: torch.Tensor, t_sin: torch.Tensor, style: torch.Tensor, audio_emb: torch.Tensor,
+    def modulations(self, t_sin: torch.Tensor, style: torch.Tensor, guided: bool) -> list:
+        """Per-layer style modulations from the timestep sinusoid (B, D) and speaker one-hot (B, S)."""
+        emb = self.time_embed(t_sin) + self.pid_embed(style)  # (B, 4D) time + speaker style
+        if guided:
+            emb = torch.cat([emb, emb])
+        return [block.modulations(emb) for block in self.temporal_decoder_blocks]
+
+    def forward(self, x: torch.Tensor, mods: list, audio_emb: torch.Tensor,
                 hubert: torch.Tensor | None, extra: torch.Tensor | None = None,
                 null_mask: torch.Tensor | None = None, guidance_scale: float = 1.0) -> torch.Tensor:
-        """x (B, T, input_dim), t_sin (B, D) timestep sinusoid, style (B, S), audio_emb (B, T, 2A),
+        """x (B, T, input_dim), mods from `modulations`, audio_emb (B, T, 2A),
         hubert (B, T, hubert_dim) or None, extra (B, T, X) or None -> eps (B, T, input_dim).
 
         guidance_scale != 1 runs the batch twice (unconditional, conditional) and returns u + s * (c - u).
         """
-        emb = self.time_embed(t_sin) + self.pid_embed(style)  # (B, 4D) time + speaker style
         parts = [self.audio_proj(audio_emb)]
         if self.hubert_encoder is not None:
             parts.append(self.hubert_encoder(hubert.transpose(1, 2)).transpose(1, 2))  # (B, T, hubert_latent)
@@ -309,9 +324,9 @@ class MotionBranch(nn.Module):
         h = self.PE(self.joint_embed(x))  # (B, T, D)
         guided = guidance_scale != 1.0
         if guided:
-            h, emb = torch.cat([h, h]), torch.cat([emb, emb])
-        for block in self.temporal_decoder_blocks:
-            h = block(h, emb, cond, self.null_cond_emb, null_mask, guided)
+            h = torch.cat([h, h])
+        for block, block_mods in zip(self.temporal_decoder_blocks, mods):
+            h = block(h, block_mods, cond, self.null_cond_emb, null_mask, guided)
         out = self.out(h)
         if guided:
             uncond, conditional = out.chunk(2)
@@ -335,6 +350,36 @@ class UniEG(nn.Module):
                                             config.dropout)
         self.encoder_exp = MotionBranch(config, config.expression_dim)
         self.encoder_ges = MotionBranch(config, config.gesture_dim, extra_cond_dim=config.expression_dim)
+        self._modulation_cache: dict | None = None
+
+    @contextlib.contextmanager
+    def modulation_cache(self):
+        """Within this block, the style modulations of each (t, speaker, batch, guidance) are computed once.
+
+        They depend on no input but the diffusion step and the speaker, and hold most of the weights (the
+        2048-wide time/speaker MLPs): a sampler revisits the same few steps, so caching saves most of the memory
+        traffic of a forward pass. Only for inference with fixed weights.
+        """
+        previous, self._modulation_cache = self._modulation_cache, {}
+        try:
+            yield
+        finally:
+            self._modulation_cache = previous
+
+    def _modulations(self, t: torch.Tensor, t_sin: torch.Tensor, style: torch.Tensor, guided: bool):
+        cache = self._modulation_cache
+        key = None
+        if cache is not None and not self.training and bool((t == t[0]).all()):
+            key = (int(t[0]), guided, style.dtype, str(style.device), tuple(style.shape),
+                   tuple(style.flatten().tolist()))
+            if key in cache:
+                return cache[key]
+        mods = (self.encoder_aud.modulations(self.time_embed(t_sin)),
+                self.encoder_exp.modulations(t_sin, style, guided),
+                self.encoder_ges.modulations(t_sin, style, guided))
+        if key is not None:
+            cache[key] = mods
+        return mods
 
     def count_parameters(self) -> int:
         """Trainable parameters (the PE buffers and BatchNorm statistics are not counted)."""
@@ -377,15 +422,18 @@ class UniEG(nn.Module):
         style = self._style_vector(style, B, device, dtype)
         c1, c2 = (self._coeff(c, device, dtype) for c in x0_coeffs)
 
+        guided = guidance_scale != 1.0
+        aud_mods, exp_mods, ges_mods = self._modulations(t, t_sin, style, guided)
+
         # 1. mid-level audio feature, shared by both branches
-        audio_emb = torch.cat([mel, self.encoder_aud(mel, self.time_embed(t_sin))], dim=-1)  # (B, T, 2A)
+        audio_emb = torch.cat([mel, self.encoder_aud(mel, aud_mods)], dim=-1)  # (B, T, 2A)
         x_g, x_e = x_t.split([cfg.gesture_dim, cfg.expression_dim], dim=-1)
         # 2. expression branch
-        eps_e = self.encoder_exp(x_e, t_sin, style, audio_emb, hubert, None, null_mask, guidance_scale)
+        eps_e = self.encoder_exp(x_e, exp_mods, audio_emb, hubert, None, null_mask, guidance_scale)
         # 3. uni-directional information flow: the (guided) expression estimate conditions the gestures
         x0_e = c1 * x_e - c2 * eps_e.detach()  # (B, T, E)
         # 4. gesture branch
-        eps_g = self.encoder_ges(x_g, t_sin, style, audio_emb, hubert, x0_e, null_mask, guidance_scale)
+        eps_g = self.encoder_ges(x_g, ges_mods, audio_emb, hubert, x0_e, null_mask, guidance_scale)
         return torch.cat([eps_g, eps_e], dim=-1)
 
     # -- argument checks (cheap: shapes only) ---------------------------------------------------------------------

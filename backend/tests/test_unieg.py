@@ -127,7 +127,7 @@ def test_linear_attention_softmax_over_features_for_q_and_over_time_for_k():
     scale, shift = block.proj_out.emb_layers(emb)[:, None].chunk(2, -1)
     expected = x + block.proj_out.out_layers(block.proj_out.norm(y) * (1 + scale) + shift)
     with torch.no_grad():
-        assert torch.allclose(block(x, emb), expected, atol=1e-5)
+        assert torch.allclose(block(x, block.proj_out.modulation(emb)), expected, atol=1e-5)
 
 
 def test_fusion_block_is_feat_proj_of_concat_plus_residual():
@@ -136,8 +136,9 @@ def test_fusion_block_is_feat_proj_of_concat_plus_residual():
     h, cond, emb = torch.randn(2, 5, 32), torch.randn(2, 5, 24), torch.randn(2, 128)
     with torch.no_grad():
         fused = layer.feat_proj(torch.cat([h, cond], -1)) + h
-        expected = layer.ffn(layer.sa_block(fused, emb), emb)
-        assert torch.allclose(layer(h, emb, cond), expected, atol=1e-6)
+        mods = layer.modulations(emb)
+        expected = layer.ffn(layer.sa_block(fused, mods[0]), mods[1])
+        assert torch.allclose(layer(h, mods, cond), expected, atol=1e-6)
 
 
 def test_audio_encoder_doubles_mel_and_audio_embedding_keeps_raw_mel():
@@ -148,7 +149,7 @@ def test_audio_encoder_doubles_mel_and_audio_embedding_keeps_raw_mel():
         model.encoder_aud.ffn.proj_out.out_layers[2].weight.zero_()
         model.encoder_aud.ffn.proj_out.out_layers[2].bias.zero_()
         mel = torch.rand(2, 7, A)
-        assert torch.equal(model.encoder_aud(mel, torch.randn(2, 128)), 2 * mel)
+        assert torch.equal(model.encoder_aud(mel, model.encoder_aud.modulations(torch.randn(2, 128))), 2 * mel)
         seen = {}
         model.encoder_exp.audio_proj.register_forward_hook(lambda m, args, out: seen.setdefault("a", args[0]))
         model(**{**inputs(T=7), "mel": mel})
@@ -224,9 +225,11 @@ def test_guidance_gesture_branch_is_conditioned_on_the_guided_expression_estimat
         guided = model(**a, guidance_scale=s)
         uncond = model(**a, null_mask=torch.ones(2, dtype=torch.bool))
         t_sin = timestep_embedding(a["t"], 32)
-        audio_emb = torch.cat([a["mel"], model.encoder_aud(a["mel"], model.time_embed(t_sin))], -1)
+        aud_mods = model.encoder_aud.modulations(model.time_embed(t_sin))
+        audio_emb = torch.cat([a["mel"], model.encoder_aud(a["mel"], aud_mods)], -1)
         x0_e = c1 * x_e - c2 * guided[..., G:]  # official: x̂0_E from the guided eps_E
-        cond_g = model.encoder_ges(x_g, t_sin, a["style"], audio_emb, a["hubert"], x0_e)
+        ges_mods = model.encoder_ges.modulations(t_sin, a["style"], guided=False)
+        cond_g = model.encoder_ges(x_g, ges_mods, audio_emb, a["hubert"], x0_e)
     expected = uncond[..., :G] + s * (cond_g - uncond[..., :G])
     assert torch.allclose(guided[..., :G], expected, atol=1e-5)
 
@@ -307,3 +310,17 @@ def test_import_sheg_does_not_import_torch():
 
     code = "import sys, sheg; assert 'torch' not in sys.modules, 'torch imported by sheg'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=PROJECT_ROOT / "backend")
+
+
+def test_modulation_cache_gives_identical_outputs_and_reuses_work():
+    model = tiny_model().eval()
+    calls = []
+    model.encoder_exp.time_embed.register_forward_hook(lambda *a: calls.append(1))
+    with torch.no_grad():
+        plain = [model(**{**inputs(T=9), "t": torch.full((2,), t)}) for t in (900, 500, 900)]
+        calls.clear()
+        with model.modulation_cache():
+            cached = [model(**{**inputs(T=9), "t": torch.full((2,), t)}) for t in (900, 500, 900)]
+    assert len(calls) == 2  # the third call (t=900 again) reuses the first one's modulations
+    for a, b in zip(plain, cached):
+        assert torch.equal(a, b)
