@@ -1,0 +1,1 @@
+"""Pure logic of the add-on: no bpy here, so it can be unit-tested with plain pytest."""
