@@ -225,14 +225,32 @@ class Model:
             return (x[0].float() * self.std + self.mean).cpu().numpy()
 
 
-def load_model(path: str | None = None, device: str = "auto", hubert: str | None = None) -> Model:
-    """Load a model folder (model.json + model.safetensors); None loads the embedded default model."""
+def _model_arch(path: str) -> str | None:
+    """The `arch` named in a model folder's model.json (None when unreadable: the loader then reports why)."""
+    import json
+
+    meta_file = path if str(path).endswith(".json") else os.path.join(path, "model.json")
+    try:
+        with open(meta_file, encoding="utf-8") as f:
+            return json.load(f).get("arch")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def load_model(path: str | None = None, device: str = "auto", hubert: str | None = None):
+    """Load a model folder (model.json + model.safetensors); None loads the embedded default model.
+
+    Returns a `Model` (UniEG) or a `sheg.diffgesture.DiffGestureModel`, both with the same `generate` interface."""
     if path is None:
         path = DEFAULT_MODEL_DIR
         if not os.path.exists(os.path.join(path, "model.json")):
             raise ShegError("the embedded default model is not installed in this build of sheg: "
                             "pass --model MODEL_DIR")
     dev = resolve_device(device)
+    if _model_arch(path) == "diffgesture":
+        from .diffgesture import load_diffgesture_model
+
+        return load_diffgesture_model(path, dev)
     net, meta = load_model_dir(path, dev)
     return Model(net, meta, dev, hubert=hubert)
 

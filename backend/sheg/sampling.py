@@ -7,8 +7,18 @@ bound into the callable by its builder; samplers never see a network (docs/ARCHI
 Progress goes through an optional `callback(info: dict)` called after every model call; raising from it aborts
 sampling (this is how cancel works). `info` always has 'i' (model call index within the run/window), 'steps' (model
 calls in the run/window), 't' (original timestep of the call), 'x' (the sample after the step) and 'x0' (the x0
-prediction of the call); foppas_sample adds 'window', 'windows', 'calls', 'total_calls', 'start', 'stop'.
+prediction of the call); ddim_sample / ddpm_sample add 'noise' (the unit-variance noise z injected by the step, or
+None) and 'shared' (the stabilizer's shared share sigma_a, or None); foppas_sample adds 'window', 'windows', 'calls',
+'total_calls', 'start', 'stop'.
 All noise comes from the given torch.Generator (drawn on its device), so a seed reproduces a result.
+
+Diffusion Gesture Stabilizer (DiffGesture, Zhu et al. 2023): in the last `stabilizer_t0` steps the injected noise is
+shared across frames, z = sigma_a z_shared + sqrt(1 - sigma_a^2) z_frame (z_shared one draw per item and feature,
+broadcast over the T frames), so the final, nearly clean steps stop adding frame-to-frame jitter. With n the number
+of sampler steps left including the current one (for DDPM n = t + 1, the official 1-based timestep), "smooth" uses
+the official annealing sigma_a = ((n - t0) / t0)^2 for 1 < n < t0 and "hard" uses sigma_a = 1 there; n = 1 adds no
+noise anyway. z keeps unit variance either way. For DDIM the same shaping applies to the eta > 0 noise, n counting
+the visited steps (with 25 DDIM steps, t0 = 25 covers the whole chain: pass a smaller t0 for a shorter tail).
 """
 
 from __future__ import annotations
@@ -32,9 +42,13 @@ __all__ = [
     "foppas_window",
     "foppas_sample",
     "guided",
+    "STABILIZERS",
+    "stabilizer_share",
 ]
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+STABILIZERS = (None, "smooth", "hard")
 
 # Blend the overlap into the new generation once the remaining noise level sqrt(1 - abar_prev) drops below this
 # (official `--addBlend`; with ddim25 that is the last three steps).
@@ -54,13 +68,42 @@ def _x0_from_eps(x: torch.Tensor, eps: torch.Tensor, abar: float) -> torch.Tenso
     return math.sqrt(1.0 / abar) * x - math.sqrt(1.0 / abar - 1.0) * eps
 
 
-def _ddim_update(x0, eps, abar, abar_prev, eta, generator) -> torch.Tensor:
-    """DDIM eq. 12: x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - sigma^2) eps + sigma z."""
+def _ddim_update(x0, eps, abar, abar_prev, eta, generator, noise_fn=None) -> torch.Tensor:
+    """DDIM eq. 12: x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - sigma^2) eps + sigma z.
+
+    noise_fn(shape) draws z (default: i.i.d. standard normal from `generator`).
+    """
     sigma = eta * math.sqrt((1.0 - abar_prev) / (1.0 - abar)) * math.sqrt(max(0.0, 1.0 - abar / abar_prev))
     x_prev = math.sqrt(abar_prev) * x0 + math.sqrt(max(0.0, 1.0 - abar_prev - sigma**2)) * eps
     if sigma > 0.0:  # eta = 0 draws nothing, so it stays deterministic whatever the generator state
-        x_prev = x_prev + sigma * randn(x0.shape, generator, x0.device, x0.dtype)
+        z = noise_fn(x0.shape) if noise_fn is not None else randn(x0.shape, generator, x0.device, x0.dtype)
+        x_prev = x_prev + sigma * z
     return x_prev
+
+
+def stabilizer_share(steps_left: int, t0: int = 25, mode: str | None = "smooth") -> float | None:
+    """The stabilizer's shared-noise share sigma_a at a step with `steps_left` steps to go (this one included), or
+    None where the noise stays i.i.d. (mode None, or outside 1 < steps_left < t0)."""
+    if mode not in STABILIZERS:
+        raise BadInput(f"unknown stabilizer {mode!r}: use none, 'smooth' (annealed) or 'hard'")
+    if int(t0) < 2:
+        raise BadInput(f"stabilizer_t0 must be at least 2 steps, got {t0}")
+    n, t0 = int(steps_left), int(t0)
+    if mode is None or not 1 < n < t0:
+        return None
+    return 1.0 if mode == "hard" else ((n - t0) / t0) ** 2
+
+
+def _stabilized_noise(shape, share: float | None, generator, device, dtype) -> torch.Tensor:
+    """Unit-variance noise (B, T, D): i.i.d. when share is None, else share * z_shared + sqrt(1 - share^2) * z_frame
+    with z_shared (B, 1, D) common to all frames."""
+    if share is None:
+        return randn(shape, generator, device, dtype)
+    batch, _, dim = shape
+    z = share * randn((batch, 1, dim), generator, device, dtype)
+    if share < 1.0:
+        z = z + math.sqrt(1.0 - share * share) * randn(shape, generator, device, dtype)
+    return z.expand(shape).contiguous()
 
 
 def _check_x(x: torch.Tensor, name: str) -> None:
@@ -70,13 +113,17 @@ def _check_x(x: torch.Tensor, name: str) -> None:
 
 @torch.no_grad()
 def ddim_sample(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, timesteps,
-                eta: float = 0.0, generator: torch.Generator | None = None, callback=None) -> torch.Tensor:
+                eta: float = 0.0, generator: torch.Generator | None = None, callback=None,
+                stabilizer: str | None = None, stabilizer_t0: int = 25) -> torch.Tensor:
     """DDIM from x_T (B, T, D) over `timesteps` (original indices, visited descending) -> x_0 (B, T, D).
 
     abar_prev of the last visited timestep is 1 (guided-diffusion respacing), so the result is that step's x0
     prediction. eta = 0 is deterministic; eta = 1 matches DDPM-like stochasticity on the respaced chain.
+    stabilizer None | "smooth" | "hard" shapes the eta > 0 noise over the last stabilizer_t0 visited steps (module
+    docstring); it changes nothing at eta = 0.
     """
     _check_x(x_T, "x_T")
+    stabilizer_share(0, stabilizer_t0, stabilizer)  # validates the options
     visit = sorted({int(t) for t in timesteps}, reverse=True)
     if not visit or visit[0] >= schedule.num_steps or visit[-1] < 0:
         raise BadInput(f"DDIM timesteps must be a non-empty list within 0..{schedule.num_steps - 1}")
@@ -86,22 +133,34 @@ def ddim_sample(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule, 
         abar_prev = float(schedule.alphas_cumprod[visit[i + 1]]) if i + 1 < len(visit) else 1.0
         eps = _predict(denoiser, x, t)
         x0 = _x0_from_eps(x, eps, abar)
-        x = _ddim_update(x0, eps, abar, abar_prev, eta, generator)
+        share = stabilizer_share(len(visit) - i, stabilizer_t0, stabilizer)
+        drawn = []
+
+        def noise_fn(shape, share=share):
+            drawn.append(_stabilized_noise(shape, share, generator, x0.device, x0.dtype))
+            return drawn[-1]
+
+        x = _ddim_update(x0, eps, abar, abar_prev, eta, generator, noise_fn)
         if callback is not None:
-            callback({"i": i, "steps": len(visit), "t": t, "x": x, "x0": x0})
+            callback({"i": i, "steps": len(visit), "t": t, "x": x, "x0": x0,
+                      "noise": drawn[0] if drawn else None, "shared": share if drawn else None})
     return x
 
 
 @torch.no_grad()
 def ddpm_sample(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule,
-                generator: torch.Generator | None = None, callback=None) -> torch.Tensor:
+                generator: torch.Generator | None = None, callback=None,
+                stabilizer: str | None = None, stabilizer_t0: int = 25) -> torch.Tensor:
     """Ancestral DDPM over every training step (num_steps model calls) -> x_0 (B, T, D).
 
     Uses the FIXED_SMALL posterior q(x_{t-1} | x_t, x̂0): mean = c1 x̂0 + c2 x_t,
     c1 = beta_t sqrt(abar_{t-1}) / (1 - abar_t), c2 = (1 - abar_{t-1}) sqrt(1 - beta_t) / (1 - abar_t),
-    variance beta_t (1 - abar_{t-1}) / (1 - abar_t); no noise is added at t = 0.
+    variance beta_t (1 - abar_{t-1}) / (1 - abar_t); no noise is added at t = 0. This is DiffGesture's sampler
+    (flexibility 0) written with x̂0 instead of eps. stabilizer None | "smooth" | "hard" shares the noise of the last
+    stabilizer_t0 steps across frames (module docstring; DiffGesture uses "smooth" with t0 = 25).
     """
     _check_x(x_T, "x_T")
+    stabilizer_share(0, stabilizer_t0, stabilizer)  # validates the options
     x = x_T
     steps = schedule.num_steps
     for i, t in enumerate(range(steps - 1, -1, -1)):
@@ -113,11 +172,14 @@ def ddpm_sample(denoiser: Denoiser, x_T: torch.Tensor, schedule: NoiseSchedule,
         coef_x0 = beta * math.sqrt(abar_prev) / (1.0 - abar)
         coef_xt = (1.0 - abar_prev) * math.sqrt(1.0 - beta) / (1.0 - abar)
         x = coef_x0 * x0 + coef_xt * x
+        noise = share = None
         if t > 0:
             std = math.sqrt(float(schedule.posterior_variance[t]))
-            x = x + std * randn(x.shape, generator, x.device, x.dtype)
+            share = stabilizer_share(t + 1, stabilizer_t0, stabilizer)
+            noise = _stabilized_noise(x.shape, share, generator, x.device, x.dtype)
+            x = x + std * noise
         if callback is not None:
-            callback({"i": i, "steps": steps, "t": t, "x": x, "x0": x0})
+            callback({"i": i, "steps": steps, "t": t, "x": x, "x0": x0, "noise": noise, "shared": share})
     return x
 
 
@@ -269,7 +331,7 @@ def foppas_sample(make_denoiser: Callable[[int, int], Denoiser], total_frames: i
                   schedule: NoiseSchedule, window: int, overlap: int, steps: int = 25, jump_length: int = 3,
                   jump_n_sample: int = 5, resample: bool = True, batch: int = 1,
                   generator: torch.Generator | None = None, callback=None, device="cpu",
-                  blend: bool = True) -> torch.Tensor:
+                  blend: bool = True, known_to_denoiser: bool = False) -> torch.Tensor:
     """Generate (batch, total_frames, dim) float32 on `device` window by window (DiffSHEG FOPPAS).
 
     Windows come from window_spans; `make_denoiser(start, stop)` gives the denoiser for frames [start, stop) (it
@@ -279,6 +341,9 @@ def foppas_sample(make_denoiser: Callable[[int, int], Denoiser], total_frames: i
     ones of the later window. Only the output and one window live at a time, so memory does not grow with the
     number of windows. The callback info also has 'window', 'windows', 'calls' (model calls so far, this one
     included), 'total_calls', 'start' and 'stop'.
+    known_to_denoiser=True calls `make_denoiser(start, stop, known)` instead, with `known` the previous window's clean
+    last `overlap` frames (batch, overlap, dim) or None for window 0, so a model that conditions on seed poses
+    (DiffGesture) can bind them.
     """
     spans = window_spans(total_frames, window, overlap)
     if int(batch) < 1 or int(dim) < 1:
@@ -299,7 +364,8 @@ def foppas_sample(make_denoiser: Callable[[int, int], Denoiser], total_frames: i
                 callback(info)
 
         x_init = randn((int(batch), stop - start, int(dim)), generator, device)
-        x = foppas_window(make_denoiser(start, stop), x_init, schedule, steps, known=known, known_len=int(overlap),
+        denoiser = make_denoiser(start, stop, known) if known_to_denoiser else make_denoiser(start, stop)
+        x = foppas_window(denoiser, x_init, schedule, steps, known=known, known_len=int(overlap),
                           jump_length=jump_length, jump_n_sample=jump_n_sample, resample=resample, blend=blend,
                           generator=generator, callback=window_callback)
         keep = stop - start if k == len(spans) - 1 else stride

@@ -15,6 +15,7 @@ from sheg.sampling import (
     foppas_window,
     guided,
     jump_schedule,
+    stabilizer_share,
     window_model_calls,
     window_spans,
 )
@@ -283,3 +284,116 @@ def test_guided_combines_and_skips_uncond_at_scale_one():
     assert uncond.calls == 0
     expected = uncond(x, t) + 1.25 * (cond(x, t) - uncond(x, t))
     torch.testing.assert_close(guided(cond, uncond, 1.25)(x, t), expected)
+
+
+# -- Diffusion Gesture Stabilizer ----------------------------------------------------------------------------------
+
+def zero_denoiser(x_t, t):
+    return torch.zeros_like(x_t)
+
+
+def frame_correlation(z):
+    """(correlation of the noise between two different frames, mean variance) over batch and features; z (B, T, D).
+
+    The correlation is the mean off-diagonal E[z_i z_j] over the mean E[z_i^2], so for z = s z_shared +
+    sqrt(1 - s^2) z_frame it estimates s^2.
+    """
+    frames = z.shape[1]
+    gram = torch.einsum("bid,bjd->ij", z.double(), z.double()) / (z.shape[0] * z.shape[2])
+    off = gram[~torch.eye(frames, dtype=torch.bool)]
+    return float(off.mean() / gram.diagonal().mean()), float(gram.diagonal().mean())
+
+
+def test_stabilizer_share_is_the_official_annealing():
+    assert stabilizer_share(5, 25, "smooth") == pytest.approx(((5 - 25) / 25) ** 2)
+    assert stabilizer_share(24, 25, "smooth") == pytest.approx(1 / 625)
+    assert stabilizer_share(2, 25, "hard") == 1.0
+    for n in (1, 25, 26, 500):  # no noise at the last step; i.i.d. noise before the last t0 steps
+        assert stabilizer_share(n, 25, "smooth") is None and stabilizer_share(n, 25, "hard") is None
+    assert stabilizer_share(5, 25, None) is None
+    with pytest.raises(BadInput, match="unknown stabilizer"):
+        stabilizer_share(5, 25, "soft")
+    with pytest.raises(BadInput, match="stabilizer_t0"):
+        ddpm_sample(zero_denoiser, torch.zeros(1, 2, 2), NoiseSchedule(10), stabilizer="smooth", stabilizer_t0=1)
+
+
+@pytest.mark.parametrize("mode", ["smooth", "hard"])
+def test_stabilizer_off_equals_plain_sampling(mode):
+    schedule = NoiseSchedule(60)
+    x_T = torch.randn(2, 7, DIM, generator=torch.Generator().manual_seed(0))
+    runs = {}
+    for name, kwargs in (("plain", {}), ("none", {"stabilizer": None}), ("empty", {"stabilizer": mode,
+                                                                                    "stabilizer_t0": 2}),
+                         ("on", {"stabilizer": mode, "stabilizer_t0": 25})):
+        trace = []
+        out = ddpm_sample(LinearDenoiser(), x_T, schedule, generator=torch.Generator().manual_seed(1),
+                          callback=trace.append, **kwargs)
+        runs[name] = (out, [step["x"] for step in trace])
+    assert torch.equal(runs["plain"][0], runs["none"][0]) and torch.equal(runs["plain"][0], runs["empty"][0])
+    # with t0 = 25 the first 60 - 24 steps (t >= 24) are untouched, the stabilized tail differs
+    plain, on = runs["plain"][1], runs["on"][1]
+    assert all(torch.equal(a, b) for a, b in zip(plain[:36], on[:36]))
+    assert not torch.allclose(plain[36], on[36]) and not torch.allclose(runs["plain"][0], runs["on"][0])
+
+
+@pytest.mark.parametrize("mode", ["smooth", "hard"])
+def test_stabilizer_shares_noise_across_frames_on_schedule(mode):
+    schedule = NoiseSchedule(30)
+    trace = []
+    ddpm_sample(zero_denoiser, torch.zeros(1500, 6, 8), schedule, generator=torch.Generator().manual_seed(2),
+                callback=trace.append, stabilizer=mode, stabilizer_t0=25)
+    for step in trace:
+        n = step["t"] + 1
+        if n == 1:
+            assert step["noise"] is None
+            continue
+        corr, var = frame_correlation(step["noise"])
+        share = ((n - 25) / 25) ** 2 if mode == "smooth" else 1.0
+        expected = share ** 2 if 1 < n < 25 else 0.0
+        assert step["shared"] == (pytest.approx(share) if 1 < n < 25 else None)
+        assert abs(corr - expected) < 0.02, (n, corr, expected)
+        assert abs(var - 1.0) < 0.05  # still unit-variance noise
+        if mode == "hard" and 1 < n < 25:
+            assert torch.equal(step["noise"], step["noise"][:, :1].expand_as(step["noise"]))
+
+
+def test_stabilizer_shapes_ddim_noise_only_with_eta():
+    schedule = NoiseSchedule(100)
+    ts = ddim_timesteps(100, 10)
+    x_T = torch.zeros(800, 5, 6)
+    trace = []
+    ddim_sample(zero_denoiser, x_T, schedule, ts, eta=1.0, generator=torch.Generator().manual_seed(3),
+                callback=trace.append, stabilizer="smooth", stabilizer_t0=6)
+    for i, step in enumerate(trace):
+        n = len(ts) - i  # visited steps left, this one included
+        if n == 1:
+            assert step["noise"] is None  # abar_prev = 1: DDIM adds nothing at the end
+            continue
+        corr, _ = frame_correlation(step["noise"])
+        expected = ((n - 6) / 6) ** 4 if 1 < n < 6 else 0.0
+        assert abs(corr - expected) < 0.03, (n, corr, expected)
+    x_T = torch.randn(1, 5, DIM, generator=torch.Generator().manual_seed(4))
+    det = [ddim_sample(LinearDenoiser(), x_T, schedule, ts, stabilizer=mode) for mode in (None, "hard")]
+    assert torch.equal(det[0], det[1])  # eta = 0 injects no noise to shape
+
+
+def test_foppas_can_hand_the_previous_tail_to_the_denoiser(schedule):
+    denoiser = LinearDenoiser()
+    seen, finals = [], {}
+
+    def make_denoiser(start, stop, known):
+        seen.append((start, stop, None if known is None else known.clone()))
+        return denoiser
+
+    def callback(info):
+        finals[info["window"]] = info["x"]
+
+    total = 2 * STRIDE + WINDOW
+    out = foppas_sample(make_denoiser, total, DIM, schedule, window=WINDOW, overlap=OVERLAP, steps=5,
+                        generator=torch.Generator().manual_seed(0), callback=callback, known_to_denoiser=True)
+    assert [(a, b) for a, b, _ in seen] == window_spans(total, WINDOW, OVERLAP) and seen[0][2] is None
+    for k in (1, 2):
+        torch.testing.assert_close(seen[k][2], finals[k - 1][:, -OVERLAP:])
+    plain = foppas_sample(lambda start, stop: denoiser, total, DIM, schedule, window=WINDOW, overlap=OVERLAP,
+                          steps=5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, plain)

@@ -1,0 +1,767 @@
+"""DiffGesture (Zhu et al., CVPR 2023) in the SHEG engine: network, training loss, model folders, generation.
+
+Network (`DiffGestureNet`, official `PoseDiffusion` parameter names so official state_dicts load strictly):
+- `audio_encoder`: the WavEncoder on raw 16 kHz audio, 4 Conv1d (kernel 15, strides 5/6/6/6, padding 1600 on the
+  first) with BatchNorm + LeakyReLU(0.3) between; 36267 samples (34 frames at 15 fps) -> (34, 32).
+- one token per frame: [x_t (P) | beta_t, sin beta_t, cos beta_t | seed pose (P) | seed flag (1) | audio (32)];
+  the last three parts are the "context" (P + 33 wide). `diffusion_net.net`: Linear -> + learned positional
+  embedding (1, n_poses, H) -> 4 timm ViT blocks -> LayerNorm -> 4 more -> LayerNorm -> Linear(H, H/2) ->
+  LeakyReLU(negative_slope=1.0) -> Linear(H/2, P). It predicts eps for every frame, seed frames included.
+- implicit classifier-free guidance: the whole context of every frame is replaced by the learned `null_cond_emb`
+  (trained with probability null_cond_prob = 0.1); sampling mixes uncond + s (cond - uncond), s = 1.15 officially.
+- `diffusion_net.var_sched.*`: the official schedule buffers (T = 500 linear betas 1e-4..0.02, padded with a 0 at
+  index 0). Timesteps here are 0-based like the rest of SHEG (0..499, t = 0 least noisy): the official 1-based step
+  is t + 1 and the network's time signal is beta[t + 1] of that buffer, i.e. NoiseSchedule(500).betas[t].
+Poses are TED direction vectors minus the dataset's mean_dir_vec (no std scaling), see ted.py.
+
+Long audio (`DiffGestureModel.generate`, long_mode):
+- "chain" (official): 34-frame windows at a stride of 30, each seeded with the previous window's last 4 frames;
+  the overlap is cross-faded prev (4 - j)/5 + new (j + 1)/5. DDPM over all 500 steps with the Diffusion Gesture
+  Stabilizer, or DDIM when fewer steps are asked for.
+- "foppas": DiffSHEG's outpainting windows (sampling.foppas_sample, DDIM) with the previous window's clean tail
+  also bound as the seed poses of the next window's context.
+The first window's seed is the dataset mean pose (zeros after mean subtraction) unless seed_poses are given: the
+official scripts seed from ground-truth poses, which arbitrary audio does not have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .diffusion import NoiseSchedule, ddim_timesteps, randn
+from .errors import BadInput, CheckpointError
+from .sampling import count_model_calls, ddim_sample, ddpm_sample, foppas_sample, guided, stabilizer_share
+from .ted import get_ted_layout, take_arrays
+
+__all__ = ["DiffGestureConfig", "DiffGestureNet", "WavEncoder", "DiffGestureDenoiser", "seed_context",
+           "diffgesture_training_loss", "make_training_windows", "diffgesture_meta", "save_diffgesture_dir",
+           "load_diffgesture_dir", "load_diffgesture_model", "import_diffgesture", "DiffGestureModel", "LONG_MODES"]
+
+ARCH = "diffgesture"
+FORMAT, FORMAT_VERSION = "sheg-model", 1
+MODEL_JSON, MODEL_WEIGHTS = "model.json", "model.safetensors"
+AUDIO_FEATURE_DIM = 32  # WavEncoder output channels
+OFFICIAL_GUIDANCE = 1.15  # hard-coded in the official DiffusionNet.sample
+LONG_MODES = ("chain", "foppas")
+LICENSE = "DiffGesture code GPL-3.0; weights trained on TED Gesture / TED Expressive (research use)"
+
+
+@dataclass(kw_only=True)
+class DiffGestureConfig:
+    """Sizes of a DiffGesture network; `official_ted()` / `official_expressive()` give the published ones."""
+
+    pose_dim: int = 27  # P: TED Gesture 27 (9 bones), TED Expressive 126 (42 bones), any for new data
+    n_poses: int = 34  # frames per window (the positional embedding's length)
+    n_pre_poses: int = 4  # seed frames at the start of each window
+    hidden: int = 256  # transformer width (official: 256 TED, 512 Expressive)
+    depth: int = 8  # ViT blocks in all: two halves, a LayerNorm after each
+    heads: int = 8
+    mlp_ratio: float = 4.0
+    classifier_free: bool = True  # has null_cond_emb (implicit classifier-free guidance)
+    null_cond_prob: float = 0.1  # training probability of the null context
+    diffusion_steps: int = 500
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    fps: int = 15
+    sample_rate: int = 16000
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("int", int) and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise BadInput(f"DiffGestureConfig.{f.name} must be a positive integer, got {value!r}")
+        if self.depth % 2 or self.hidden % self.heads or self.hidden % 2:
+            raise BadInput(f"DiffGestureConfig: depth must be even and heads ({self.heads}) must divide the even "
+                           f"hidden width ({self.hidden}); got depth {self.depth}, hidden {self.hidden}")
+        if not self.n_pre_poses < self.n_poses:
+            raise BadInput(f"DiffGestureConfig: n_pre_poses {self.n_pre_poses} must be below n_poses {self.n_poses}")
+        if not 0.0 <= float(self.null_cond_prob) < 1.0 or float(self.mlp_ratio) <= 0:
+            raise BadInput("DiffGestureConfig: null_cond_prob must be in [0, 1) and mlp_ratio positive")
+
+    @classmethod
+    def official_ted(cls) -> "DiffGestureConfig":
+        return cls(pose_dim=27, hidden=256)
+
+    @classmethod
+    def official_expressive(cls) -> "DiffGestureConfig":
+        return cls(pose_dim=126, hidden=512)
+
+    @property
+    def context_dim(self) -> int:
+        """Per-frame context: seed pose | flag | audio feature (official `in_size`)."""
+        return self.pose_dim + 1 + AUDIO_FEATURE_DIM
+
+    @property
+    def embed_dim(self) -> int:
+        """Token width: x_t | 3 time values | context."""
+        return self.pose_dim + 3 + self.context_dim
+
+    @property
+    def audio_samples(self) -> int:
+        """Raw audio samples per window (36267 for 34 frames at 15 fps, 16 kHz)."""
+        return int(round(self.n_poses / self.fps * self.sample_rate))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DiffGestureConfig":
+        if not isinstance(data, dict):
+            raise BadInput(f"a DiffGesture config must be a JSON object, got {type(data).__name__}")
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise BadInput(f"unknown DiffGesture config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# network
+
+
+class WavEncoder(nn.Module):
+    """Raw audio (B, S) at 16 kHz -> (B, S', 32) features; 36267 samples give 34 frames."""
+
+    def __init__(self):
+        super().__init__()
+        self.feat_extractor = nn.Sequential(
+            nn.Conv1d(1, 16, 15, stride=5, padding=1600), nn.BatchNorm1d(16), nn.LeakyReLU(0.3, inplace=True),
+            nn.Conv1d(16, 32, 15, stride=6), nn.BatchNorm1d(32), nn.LeakyReLU(0.3, inplace=True),
+            nn.Conv1d(32, 64, 15, stride=6), nn.BatchNorm1d(64), nn.LeakyReLU(0.3, inplace=True),
+            nn.Conv1d(64, AUDIO_FEATURE_DIM, 15, stride=6),
+        )
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.feat_extractor(wave.unsqueeze(1)).transpose(1, 2)
+
+
+class _Attention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=True)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(d_head)) v, as timm
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class _Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class VitBlock(nn.Module):
+    """timm's ViT `Block` (pre-norm attention + MLP, qkv bias, no dropout): same parameter names."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(dim), _Attention(dim, heads)
+        self.norm2, self.mlp = nn.LayerNorm(dim), _Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class PoseTransformer(nn.Module):
+    """Official `TransformerModel`: (x (B, T, P), beta (B,), context (B, T, C)) -> eps (B, T, P)."""
+
+    def __init__(self, config: DiffGestureConfig):
+        super().__init__()
+        h, half = config.hidden, config.depth // 2
+        self.linear = nn.Linear(config.embed_dim, h)
+        self.pos_embedding = nn.Parameter(torch.randn(1, config.n_poses, h))
+        self.blocks = nn.ModuleList(VitBlock(h, config.heads, config.mlp_ratio) for _ in range(half))
+        self.norm = nn.LayerNorm(h)
+        self.decoder_blocks = nn.ModuleList(VitBlock(h, config.heads, config.mlp_ratio) for _ in range(half))
+        self.decoder_norm = nn.LayerNorm(h)
+        # The official head is written LeakyReLU(True): negative_slope = True = 1.0, so it is the identity and the
+        # head is effectively linear. Kept for parity with the released weights.
+        self.out = nn.Sequential(nn.Linear(h, h // 2), nn.LeakyReLU(negative_slope=1.0), nn.Linear(h // 2,
+                                                                                                   config.pose_dim))
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, nn.Linear):  # official: xavier_uniform, zero bias; LayerNorm 1 / 0
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward(self, x, beta, context):
+        beta = beta.view(-1, 1, 1).to(x.dtype)
+        time = torch.cat([beta, torch.sin(beta), torch.cos(beta)], dim=-1).expand(-1, x.shape[1], -1)
+        h = self.linear(torch.cat([x, time, context], dim=-1)) + self.pos_embedding
+        for block in self.blocks:
+            h = block(h)
+        h = self.norm(h)
+        for block in self.decoder_blocks:
+            h = block(h)
+        return self.out(self.decoder_norm(h))
+
+
+class VarianceSchedule(nn.Module):
+    """The official schedule buffers, index 0 padding and 1..T the steps (betas, alphas, alpha_bars, sigmas)."""
+
+    def __init__(self, num_steps: int, beta_1: float, beta_T: float):
+        super().__init__()
+        betas = torch.cat([torch.zeros(1), torch.linspace(beta_1, beta_T, num_steps)])
+        alphas = 1 - betas
+        alpha_bars = torch.cumsum(torch.log(alphas), 0).exp()
+        sigmas_inflex = torch.zeros_like(betas)
+        sigmas_inflex[1:] = ((1 - alpha_bars[:-1]) / (1 - alpha_bars[1:]) * betas[1:]).sqrt()
+        for name, value in (("betas", betas), ("alphas", alphas), ("alpha_bars", alpha_bars),
+                            ("sigmas_flex", betas.sqrt()), ("sigmas_inflex", sigmas_inflex)):
+            self.register_buffer(name, value)
+
+
+class DiffusionNet(nn.Module):
+    def __init__(self, config: DiffGestureConfig):
+        super().__init__()
+        self.net = PoseTransformer(config)
+        self.var_sched = VarianceSchedule(config.diffusion_steps, config.beta_start, config.beta_end)
+
+
+class DiffGestureNet(nn.Module):
+    """The whole official PoseDiffusion: audio encoder, null context, transformer (module docstring)."""
+
+    def __init__(self, config: DiffGestureConfig):
+        super().__init__()
+        self.config = config
+        self.audio_encoder = WavEncoder()
+        if config.classifier_free:
+            self.null_cond_emb = nn.Parameter(torch.randn(1, config.context_dim))
+        self.diffusion_net = DiffusionNet(config)
+
+    def encode_audio(self, wave: torch.Tensor) -> torch.Tensor:
+        """Raw audio (B, S) at the config's sample rate -> (B, n_poses, 32).
+
+        The official size (34 frames, 36267 samples) gives exactly 34 features; other sizes are resampled linearly
+        to n_poses so non-official configs still line up.
+        """
+        if wave.dim() != 2:
+            raise BadInput(f"audio must be (batch, samples), got shape {tuple(wave.shape)}")
+        feat = self.audio_encoder(wave)
+        if feat.shape[1] != self.config.n_poses:
+            feat = F.interpolate(feat.transpose(1, 2), size=self.config.n_poses, mode="linear",
+                                 align_corners=False).transpose(1, 2)
+        return feat
+
+    def forward(self, x_t, t, seed, flag, audio_feat, null_mask=None):
+        """eps (B, T, P) for x_t (B, T, P) at 0-based timesteps t (B,) long in 0..steps-1.
+
+        seed (B, T, P): seed poses on the seed frames, zero elsewhere; flag (B, T, 1): 1 on seed frames;
+        audio_feat (B, T, 32) from encode_audio; null_mask (B,) bool: items that get the null context.
+        """
+        cfg = self.config
+        if x_t.dim() != 3 or x_t.shape[1:] != (cfg.n_poses, cfg.pose_dim):
+            raise BadInput(f"x_t must be (batch, {cfg.n_poses}, {cfg.pose_dim}), got {tuple(x_t.shape)}")
+        t = torch.as_tensor(t, device=x_t.device).long().reshape(-1).expand(x_t.shape[0])
+        if int(t.min()) < 0 or int(t.max()) >= cfg.diffusion_steps:
+            raise BadInput(f"DiffGesture timesteps are 0-based, 0..{cfg.diffusion_steps - 1}; got "
+                           f"{int(t.min())}..{int(t.max())}")
+        context = torch.cat([seed, flag, audio_feat], dim=-1).to(x_t.dtype)
+        if null_mask is not None:
+            if not cfg.classifier_free:
+                raise BadInput("this DiffGesture model has no null context (classifier_free is false)")
+            null = self.null_cond_emb.to(x_t.dtype).expand(context.shape[0], context.shape[1], -1)
+            context = torch.where(null_mask.to(x_t.device).view(-1, 1, 1), null, context)
+        beta = self.diffusion_net.var_sched.betas[t + 1]
+        return self.diffusion_net.net(x_t, beta, context)
+
+
+def seed_context(seed_poses, batch: int, config: DiffGestureConfig, device="cpu"):
+    """(seed (batch, T, P), flag (batch, T, 1)) for seed poses (batch or 1, k, P) normalized, k <= n_pre_poses, or
+    None (no seed frames, flag all zero)."""
+    seed = torch.zeros(batch, config.n_poses, config.pose_dim, device=device)
+    flag = torch.zeros(batch, config.n_poses, 1, device=device)
+    if seed_poses is not None:
+        seed_poses = torch.as_tensor(seed_poses, dtype=torch.float32, device=device)
+        if seed_poses.dim() == 2:
+            seed_poses = seed_poses[None]
+        k = seed_poses.shape[1]
+        if seed_poses.shape[2] != config.pose_dim or not 0 < k <= config.n_pre_poses:
+            raise BadInput(f"seed poses must be (frames <= {config.n_pre_poses}, {config.pose_dim}), got "
+                           f"{tuple(seed_poses.shape)}")
+        seed[:, :k] = seed_poses
+        flag[:, :k] = 1.0
+    return seed, flag
+
+
+class DiffGestureDenoiser:
+    """`denoiser(x_t, t) -> eps` for one window with the seed, flag and audio features bound (sampling contract).
+
+    guidance 1 is the conditional pass alone; otherwise uncond + s (cond - uncond) with the null context as the
+    unconditional pass. batched=True runs both in one forward of batch 2B (as the official sampler);
+    batched=False composes `sampling.guided(cond, uncond, s)`.
+    """
+
+    def __init__(self, net: DiffGestureNet, seed, flag, audio_feat, guidance: float = 1.0, batched: bool = True):
+        self.net, self.seed, self.flag, self.audio_feat = net, seed, flag, audio_feat
+        self.guidance = float(guidance)
+        self.batched = batched
+        self._guided = guided(self.cond, self.uncond, self.guidance)
+
+    def _bound(self, batch):
+        return (self.seed.expand(batch, -1, -1), self.flag.expand(batch, -1, -1),
+                self.audio_feat.expand(batch, -1, -1))
+
+    def cond(self, x_t, t):
+        return self.net(x_t, t, *self._bound(x_t.shape[0]))
+
+    def uncond(self, x_t, t):
+        mask = torch.ones(x_t.shape[0], dtype=torch.bool, device=x_t.device)
+        return self.net(x_t, t, *self._bound(x_t.shape[0]), null_mask=mask)
+
+    def __call__(self, x_t, t):
+        if self.guidance == 1.0 or not self.batched:
+            return self._guided(x_t, t)
+        b = x_t.shape[0]
+        mask = torch.arange(2 * b, device=x_t.device) >= b
+        both = self.net(torch.cat([x_t, x_t]), torch.cat([t, t]), *self._bound(2 * b), null_mask=mask)
+        cond, uncond = both[:b], both[b:]
+        return uncond + self.guidance * (cond - uncond)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# training helpers
+
+
+def diffgesture_training_loss(net: DiffGestureNet, batch: dict, schedule: NoiseSchedule,
+                              generator: torch.Generator | None = None) -> dict:
+    """The official loss: MSE between predicted and true eps over all frames and features.
+
+    batch: "poses" (B, n_poses, P) mean-subtracted direction vectors; "audio" (B, audio_samples) raw audio.
+    The first n_pre_poses frames are the seed (flag 1); with probability null_cond_prob an item gets the null
+    context; t is uniform over 0..steps-1. Returns {"loss", "eps_mse"} (the same scalar, for logging symmetry).
+    """
+    poses, audio = batch["poses"], batch["audio"]
+    cfg = net.config
+    if schedule.num_steps != cfg.diffusion_steps:
+        raise BadInput(f"the schedule has {schedule.num_steps} steps but the network {cfg.diffusion_steps}")
+    b, device = poses.shape[0], poses.device
+    gen_device = generator.device if generator is not None else "cpu"
+    seed, flag = seed_context(poses[:, :cfg.n_pre_poses], b, cfg, device)
+    feat = net.encode_audio(audio)
+    null_mask = None
+    if cfg.classifier_free:
+        null_mask = (torch.rand(b, generator=generator, device=gen_device) < cfg.null_cond_prob).to(device)
+    t = torch.randint(0, schedule.num_steps, (b,), generator=generator, device=gen_device).to(device)
+    noise = randn(poses.shape, generator, device, poses.dtype)
+    eps = net(schedule.q_sample(poses, t, noise), t, seed, flag, feat, null_mask)
+    loss = F.mse_loss(eps, noise)
+    return {"loss": loss, "eps_mse": loss.detach()}
+
+
+def make_training_windows(dir_vec, audio, mean_dir_vec, *, n_poses: int = 34, stride: int = 10, fps: int = 15,
+                          sample_rate: int = 16000) -> dict:
+    """Cut one clip into official training windows.
+
+    dir_vec (K, P) or (K, B, 3): unit direction vectors at `fps`; audio (S,) raw at `sample_rate` covering the clip.
+    Windows start every `stride` frames (floor((K - n_poses) / stride) + 1 of them); each window's audio starts at
+    floor(start / K * S) and is round(n_poses / fps * sample_rate) long, mirrored at the clip's end as upstream.
+    Returns {"poses": (N, n_poses, P) float32 = dir_vec - mean_dir_vec, "audio": (N, samples) float32}. The
+    official word-count and motion filters are left to the caller.
+    """
+    vec = np.asarray(dir_vec, dtype=np.float32)
+    vec = vec.reshape(len(vec), -1)
+    mean = np.asarray(mean_dir_vec, dtype=np.float32).reshape(-1)
+    if mean.shape[0] != vec.shape[1]:
+        raise BadInput(f"mean_dir_vec has {mean.shape[0]} values but the poses have {vec.shape[1]}")
+    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    samples = int(round(n_poses / fps * sample_rate))
+    count = (len(vec) - n_poses) // stride + 1 if len(vec) >= n_poses else 0
+    poses = np.zeros((count, n_poses, vec.shape[1]), np.float32)
+    clips = np.zeros((count, samples), np.float32)
+    for i in range(count):
+        start = i * stride
+        poses[i] = vec[start:start + n_poses] - mean
+        a0 = math.floor(start / len(vec) * len(audio))
+        piece = audio[a0:a0 + samples]
+        if len(piece) < samples:
+            piece = np.pad(audio, (0, a0 + samples - len(audio)), mode="symmetric")[a0:a0 + samples]
+        clips[i] = piece
+    return {"poses": poses, "audio": clips}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# model folders
+
+
+def diffgesture_meta(config: DiffGestureConfig, layout: str, mean_dir_vec, *, name: str, source=None,
+                     license: str = LICENSE) -> dict:
+    """A complete model.json dict with SHEG's defaults for a DiffGesture network."""
+    layout = get_ted_layout(layout).name
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "arch": ARCH, "name": name, "layout": layout,
+        "fps": config.fps, "window": config.n_poses, "overlap": config.n_pre_poses,
+        "audio": {"sample_rate": config.sample_rate, "raw": True},
+        "stats": {"mean_dir_vec": [float(v) for v in np.asarray(mean_dir_vec, dtype=np.float32).reshape(-1)]},
+        "speakers": ["default"], "default_style": 0,
+        "guidance_scale": OFFICIAL_GUIDANCE if config.classifier_free else 1.0,
+        "sampler": {"steps": config.diffusion_steps, "eta": 0.0, "stabilizer": "smooth", "stabilizer_t0": 25,
+                    "long_mode": "chain", "foppas_steps": 25, "jump_length": 3, "jump_n_sample": 2},
+        "spine": "chain", "source": source or {}, "license": license, "config": config.to_dict(),
+    }
+
+
+def _validate(meta: dict, where: str) -> DiffGestureConfig:
+    if meta.get("format") != FORMAT or meta.get("arch") != ARCH:
+        raise CheckpointError(f"{where} is not a DiffGesture model folder (format {meta.get('format')!r}, arch "
+                              f"{meta.get('arch')!r})")
+    try:
+        config = DiffGestureConfig.from_dict(meta.get("config"))
+        layout = get_ted_layout(meta.get("layout"))
+    except BadInput as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
+    mean = (meta.get("stats") or {}).get("mean_dir_vec")
+    if layout.dim != config.pose_dim or not isinstance(mean, list) or len(mean) != config.pose_dim:
+        raise CheckpointError(f"{where}: layout {layout.name} ({layout.dim} values), config.pose_dim "
+                              f"{config.pose_dim} and stats.mean_dir_vec ({len(mean or [])}) must agree")
+    return config
+
+
+def save_diffgesture_dir(out_dir, net: DiffGestureNet, meta: dict) -> Path:
+    """Write model.safetensors + model.json (meta from diffgesture_meta, its config replaced by the network's).
+
+    Written under a temporary name and renamed; an existing folder is replaced only if it holds nothing but a model.
+    """
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    meta = json.loads(json.dumps({**meta, "config": net.config.to_dict()}))
+    _validate(meta, str(out_dir))
+    if out_dir.exists() and not (out_dir.is_dir() and all(p.name in (MODEL_JSON, MODEL_WEIGHTS)
+                                                          for p in out_dir.iterdir())):
+        raise CheckpointError(f"{out_dir} exists and holds other files: choose a new or empty output folder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    try:
+        save_file(tensors, str(tmp / MODEL_WEIGHTS), metadata={"format": "pt"})
+        (tmp / MODEL_JSON).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _load_strict(net: DiffGestureNet, state_dict: dict, what: str) -> DiffGestureNet:
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+             if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
+    if missing or unexpected or wrong:
+        parts = [f"{len(items)} {label}: {', '.join(items[:4])}" for label, items in
+                 (("missing", missing), ("unexpected", unexpected), ("wrong-shaped (file vs network)", wrong))
+                 if items]
+        raise CheckpointError(f"{what} does not match the DiffGesture network: {'; '.join(parts)}")
+    net.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in state_dict.items()}, strict=True)
+    return net.eval()
+
+
+def load_diffgesture_dir(path, device="cpu") -> tuple[DiffGestureNet, dict]:
+    """(network in eval mode on `device`, model.json dict) of a DiffGesture model folder, loaded strictly."""
+    from safetensors.torch import load_file
+
+    folder = Path(path)
+    if folder.name == MODEL_JSON:
+        folder = folder.parent
+    if not (folder / MODEL_JSON).is_file() or not (folder / MODEL_WEIGHTS).is_file():
+        raise CheckpointError(f"{folder} is not a model folder: expected {MODEL_JSON} and {MODEL_WEIGHTS}")
+    try:
+        meta = json.loads((folder / MODEL_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{folder / MODEL_JSON} is not valid JSON ({exc})") from None
+    config = _validate(meta, str(folder))
+    net = _load_strict(DiffGestureNet(config), load_file(str(folder / MODEL_WEIGHTS)), str(folder / MODEL_WEIGHTS))
+    return net.to(torch.device(device)), meta
+
+
+def load_diffgesture_model(path, device="auto") -> "DiffGestureModel":
+    """Load a DiffGesture model folder ready to generate; device "auto" | "cpu" | "cuda[:n]" | "mps"."""
+    from .pipeline import resolve_device  # late: pipeline may import this module
+
+    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    net, meta = load_diffgesture_dir(path, dev)
+    return DiffGestureModel(net, meta, dev)
+
+
+def import_diffgesture(ckpt, out_dir, *, name: str | None = None) -> Path:
+    """Convert an official checkpoint (pose_diffusion_checkpoint_499.bin) into a model folder, without running code.
+
+    Sizes, mean_dir_vec and classifier-free settings come from the pickled `args`; the layout from pose_dim
+    (27 -> ted10, 126 -> ted43). The state_dict must load strictly.
+    """
+    from .safe_unpickle import safe_torch_load, to_plain
+
+    ckpt = Path(ckpt)
+    obj = safe_torch_load(ckpt, "DiffGesture checkpoint")
+    if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), dict):
+        raise CheckpointError(f"{ckpt.name} has no 'state_dict': expected an official DiffGesture checkpoint such "
+                              f"as pose_diffusion_checkpoint_499.bin")
+    args = to_plain(obj.get("args")) or {}
+    state_dict = {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj["state_dict"].items()}
+    try:
+        pose_dim = int(args.get("pose_dim") or obj.get("pose_dim")
+                       or state_dict["diffusion_net.net.out.2.weight"].shape[0])
+        layout = get_ted_layout(pose_dim)
+    except (KeyError, BadInput):
+        raise CheckpointError(f"{ckpt.name}: pose_dim must be 27 (TED Gesture) or 126 (TED Expressive) for an "
+                              f"official DiffGesture checkpoint") from None
+    block_depth = int(args.get("block_depth") or 2 * sum(1 for k in state_dict if k.endswith(".norm1.weight")
+                                                         and k.startswith("diffusion_net.net.blocks.")))
+    config = DiffGestureConfig(
+        pose_dim=pose_dim, n_poses=int(args.get("n_poses", 34)), n_pre_poses=int(args.get("n_pre_poses", 4)),
+        hidden=int(args.get("diff_hidden_dim") or state_dict["diffusion_net.net.linear.weight"].shape[0]),
+        depth=block_depth, classifier_free=bool(args.get("classifier_free", "null_cond_emb" in state_dict)),
+        null_cond_prob=float(args.get("null_cond_prob") or 0.1), fps=int(args.get("motion_resampling_framerate", 15)),
+        diffusion_steps=int(state_dict["diffusion_net.var_sched.betas"].shape[0] - 1)
+        if "diffusion_net.var_sched.betas" in state_dict else 500)
+    mean = args.get("mean_dir_vec")
+    mean = np.asarray(layout.mean_dir_vec if mean is None else mean, dtype=np.float64).reshape(-1)
+    net = _load_strict(DiffGestureNet(config), state_dict, ckpt.name)
+    source = {"file": ckpt.name, "epoch": obj.get("epoch"), "mean_dir_vec": "args" if args.get("mean_dir_vec")
+              is not None else "official yml"}
+    meta = diffgesture_meta(config, layout.name, mean, name=name or f"diffgesture-{layout.name}", source=source)
+    return save_diffgesture_dir(out_dir, net, meta)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# generation
+
+
+class DiffGestureModel:
+    """A loaded DiffGesture model folder with the interface of pipeline.Model (generate, summary, fps, model_id)."""
+
+    def __init__(self, net: DiffGestureNet, meta: dict, device):
+        self.net = net.eval()
+        self.meta = meta
+        self.device = torch.device(device)
+        self.config = net.config
+        self.layout = get_ted_layout(meta["layout"])
+        self.fps = float(meta.get("fps", self.config.fps))
+        self.sample_rate = int((meta.get("audio") or {}).get("sample_rate", self.config.sample_rate))
+        self.window = self.config.n_poses
+        self.overlap = int(meta.get("overlap", self.config.n_pre_poses))
+        self.schedule = NoiseSchedule(self.config.diffusion_steps, self.config.beta_start, self.config.beta_end)
+        self.mean = torch.tensor(meta["stats"]["mean_dir_vec"], dtype=torch.float32, device=self.device)
+        sampler = meta.get("sampler") or {}
+        self.default_steps = int(sampler.get("steps", self.config.diffusion_steps))
+        self.default_foppas_steps = int(sampler.get("foppas_steps", 25))
+        self.eta = float(sampler.get("eta", 0.0))
+        self.default_stabilizer = sampler.get("stabilizer", "smooth")
+        self.stabilizer_t0 = int(sampler.get("stabilizer_t0", 25))
+        self.default_long_mode = sampler.get("long_mode", "chain")
+        self.jump_length = int(sampler.get("jump_length", 3))
+        self.default_jumps = int(sampler.get("jump_n_sample", 2))
+        self.default_guidance = float(meta.get("guidance_scale", 1.0))
+        self.spine = meta.get("spine", "chain")
+        self.speakers = list(meta.get("speakers") or ["default"])
+        self.default_style = 0
+
+    @property
+    def model_id(self) -> str:
+        return str(self.meta.get("name") or (self.meta.get("source") or {}).get("file") or "diffgesture")
+
+    def summary(self) -> dict:
+        return {"name": self.model_id, "arch": ARCH, "layout": self.layout.name, "fps": self.fps,
+                "window": self.window, "overlap": self.overlap, "speakers": self.speakers, "default_style": 0,
+                "guidance_scale": self.default_guidance, "steps": self.default_steps, "hubert": False,
+                "long_mode": self.default_long_mode, "stabilizer": self.default_stabilizer,
+                "device": str(self.device)}
+
+    def load_wave(self, audio) -> np.ndarray:
+        """A file path or (samples, rate) -> mono float32 at the model's sample rate."""
+        if isinstance(audio, (str, os.PathLike)):
+            from .audio import load_audio
+
+            return load_audio(os.fspath(audio), self.sample_rate)
+        samples, rate = audio
+        wave = np.asarray(samples, dtype=np.float32)
+        if wave.ndim > 1:
+            wave = wave.mean(axis=1)
+        if int(rate) != self.sample_rate:
+            import soxr
+
+            wave = soxr.resample(wave, int(rate), self.sample_rate).astype(np.float32)
+        return wave
+
+    def frames_for(self, num_samples: int) -> int:
+        return int(num_samples) * int(round(self.fps)) // self.sample_rate
+
+    def generate(self, audio, *, seed: int = 0, steps: int | None = None, guidance: float | None = None,
+                 style: int | None = None, overlap: int | None = None, jumps: int | None = None,
+                 resample: bool = True, progress: Callable[[dict], None] | None = None,
+                 long_mode: str | None = None, stabilizer: str | None = "default", seed_poses=None):
+        """Generate a take (pipeline.Take) for `audio` (a file path, or (samples, rate)).
+
+        steps: chain mode runs DDPM when steps equals the training steps (500, the official sampler) and DDIM over
+        that many steps otherwise; foppas mode always runs DDIM windows (default 25 steps). stabilizer: "default"
+        (the model card's, "smooth"), "smooth", "hard" or None. seed_poses: optional (k <= 4, P) de-normalized
+        direction vectors for the first window (default: the dataset mean pose). progress and cancel as pipeline.
+        """
+        from . import __version__
+        from .pipeline import Take
+        from .take import sha256_of
+
+        started = time.perf_counter()
+        report = progress or (lambda event: None)
+        report({"stage": "features", "fraction": 0.0})
+        if style not in (None, 0):
+            raise BadInput("DiffGesture models have no speaker styles: leave style unset")
+        wave = self.load_wave(audio)
+        frames = self.frames_for(len(wave))
+        if frames < 1:
+            raise BadInput(f"the audio is too short: it needs at least 1/{self.fps:g} s for one motion frame")
+        if seed_poses is not None:
+            seed_poses = torch.as_tensor(np.asarray(seed_poses, np.float32), device=self.device) - self.mean
+        mode = long_mode or self.default_long_mode
+        vec = self.sample(wave, frames, seed=seed, steps=steps, guidance=guidance, overlap=overlap, jumps=jumps,
+                          resample=resample, progress=report, long_mode=mode, stabilizer=stabilizer,
+                          seed_poses=seed_poses)
+        dir_vec = vec + self.mean.cpu().numpy()
+        arrays = take_arrays(dir_vec, self.layout, self.spine)
+        meta = {"model_id": self.model_id, "seed": int(seed), "steps": self._steps(steps, mode),
+                "guidance": self.default_guidance if guidance is None else float(guidance), "style": 0,
+                "sheg_version": __version__, "layout": self.layout.name, "long_mode": mode}
+        if isinstance(audio, (str, os.PathLike)):
+            meta["audio_file"] = os.path.abspath(os.fspath(audio))
+            meta["audio_sha256"] = sha256_of(os.fspath(audio))
+        report({"stage": "done", "fraction": 1.0})
+        take = Take(arrays=arrays, fps=self.fps, meta=meta, vector=dir_vec.astype(np.float32))
+        take.meta["seconds"] = round(time.perf_counter() - started, 3)
+        return take
+
+    # -- sampling -------------------------------------------------------------------------------------------------
+
+    def _steps(self, steps, mode) -> int:
+        if steps is None:
+            return self.default_foppas_steps if mode == "foppas" else self.default_steps
+        return int(steps)
+
+    def _window_audio(self, wave: np.ndarray, start_frame: int) -> torch.Tensor:
+        """(1, n_poses, 32) features of the window starting at `start_frame`, audio zero-padded past the end."""
+        a0 = int(start_frame) * self.sample_rate // int(round(self.fps))
+        piece = wave[a0:a0 + self.config.audio_samples]
+        piece = np.pad(piece, (0, self.config.audio_samples - len(piece)))
+        return self.net.encode_audio(torch.from_numpy(np.ascontiguousarray(piece, np.float32))[None].to(self.device))
+
+    def sample(self, wave: np.ndarray, frames: int, *, seed: int = 0, steps=None, guidance=None, overlap=None,
+               jumps=None, resample: bool = True, progress=None, long_mode: str = "chain",
+               stabilizer="default", seed_poses=None) -> np.ndarray:
+        """Mean-subtracted direction vectors (frames, P) float32 for raw audio `wave` (S,)."""
+        cfg = self.config
+        if long_mode not in LONG_MODES:
+            raise BadInput(f"unknown long_mode {long_mode!r}: use 'chain' (official seed-pose chaining) or 'foppas'")
+        steps = self._steps(steps, long_mode)
+        if not 1 <= steps <= cfg.diffusion_steps:
+            raise BadInput(f"steps must be between 1 and {cfg.diffusion_steps}, got {steps}")
+        guidance = self.default_guidance if guidance is None else float(guidance)
+        if guidance != 1.0 and not cfg.classifier_free:
+            raise BadInput(f"this model was trained without classifier-free guidance: use guidance 1 (got {guidance})")
+        stabilizer = self.default_stabilizer if stabilizer == "default" else stabilizer
+        stabilizer = None if stabilizer in ("none", "off", "") else stabilizer
+        stabilizer_share(0, self.stabilizer_t0, stabilizer)  # validates
+        report = progress or (lambda event: None)
+        generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        first_seed = seed_poses if seed_poses is not None else torch.zeros(1, cfg.n_pre_poses, cfg.pose_dim,
+                                                                            device=self.device)
+        with torch.inference_mode():
+            if long_mode == "chain":
+                if overlap not in (None, cfg.n_pre_poses):
+                    raise BadInput(f"chain mode overlaps by the model's {cfg.n_pre_poses} seed frames; leave overlap "
+                                   f"unset or use long_mode 'foppas'")
+                x = self._chain(wave, frames, steps, guidance, stabilizer, generator, first_seed, report)
+            else:
+                overlap = self.overlap if overlap is None else int(overlap)
+                jumps = self.default_jumps if jumps is None else int(jumps)
+                if not 0 <= overlap < self.window or jumps < 1:
+                    raise BadInput(f"overlap must be 0..{self.window - 1} frames and jumps >= 1, "
+                                   f"got {overlap}, {jumps}")
+                x = self._foppas(wave, frames, steps, guidance, overlap, jumps, resample, generator, first_seed,
+                                 report)
+        return x[:frames].float().cpu().numpy()
+
+    def _denoiser(self, wave, start, seed_poses, guidance) -> DiffGestureDenoiser:
+        seed_ctx, flag = seed_context(seed_poses, 1, self.config, self.device)
+        return DiffGestureDenoiser(self.net, seed_ctx, flag, self._window_audio(wave, start), guidance)
+
+    def _chain(self, wave, frames, steps, guidance, stabilizer, generator, first_seed, report) -> torch.Tensor:
+        cfg = self.config
+        n_seed, window = cfg.n_pre_poses, cfg.n_poses
+        stride = window - n_seed
+        windows = 1 if frames <= window else math.ceil((frames - window) / stride) + 1
+        timesteps = None if steps == cfg.diffusion_steps else ddim_timesteps(cfg.diffusion_steps, steps)
+        parts: list[torch.Tensor] = []
+        seed_poses = first_seed
+        for k in range(windows):
+            def on_step(info, k=k):
+                report({"stage": "sampling", "fraction": (k * steps + info["i"] + 1) / (windows * steps),
+                        "window": k + 1, "windows": windows, "step": info["i"] + 1, "steps": steps})
+
+            denoiser = self._denoiser(wave, k * stride, seed_poses, guidance)
+            x_T = randn((1, window, cfg.pose_dim), generator, self.device)
+            if timesteps is None:
+                x = ddpm_sample(denoiser, x_T, self.schedule, generator, on_step, stabilizer, self.stabilizer_t0)
+            else:
+                x = ddim_sample(denoiser, x_T, self.schedule, timesteps, self.eta, generator, on_step,
+                                stabilizer, self.stabilizer_t0)
+            new = x[0].clone()
+            if parts:  # official cross-fade: drop the previous tail, blend it into the new head
+                tail = parts[-1][-n_seed:]
+                parts[-1] = parts[-1][:-n_seed]
+                w = torch.arange(1, n_seed + 1, device=new.device, dtype=new.dtype).view(-1, 1) / (n_seed + 1)
+                new[:n_seed] = tail * (1.0 - w) + new[:n_seed] * w
+            parts.append(new)
+            seed_poses = x[:, -n_seed:]  # the raw (not cross-faded) tail seeds the next window, as upstream
+        return torch.cat(parts, dim=0)
+
+    def _foppas(self, wave, frames, steps, guidance, overlap, jumps, resample, generator, first_seed,
+                report) -> torch.Tensor:
+        cfg = self.config
+        window, stride = cfg.n_poses, cfg.n_poses - overlap
+        # the network only takes full windows: pad the length so every FOPPAS window is full, then trim
+        padded = window if frames <= window else overlap + math.ceil((frames - overlap) / stride) * stride
+        total = count_model_calls(padded, window, overlap, steps, self.jump_length, jumps, resample)
+
+        def make_denoiser(start, stop, known):
+            seeds = first_seed if known is None else known[:, :min(overlap, cfg.n_pre_poses)]
+            return self._denoiser(wave, start, seeds if seeds.shape[1] else None, guidance)
+
+        def on_step(info):
+            report({"stage": "sampling", "fraction": min(1.0, info["calls"] / max(1, total)),
+                    "window": info["window"] + 1, "windows": info["windows"], "step": info["i"] + 1,
+                    "steps": info["steps"]})
+
+        x = foppas_sample(make_denoiser, padded, cfg.pose_dim, self.schedule, window=window, overlap=overlap,
+                          steps=steps, jump_length=self.jump_length, jump_n_sample=jumps, resample=resample,
+                          generator=generator, callback=on_step, device=self.device, known_to_denoiser=True)
+        return x[0]
