@@ -111,6 +111,21 @@ def cmd_import(args) -> int:
     return 0
 
 
+def _add_import_diffgesture(sub) -> None:
+    p = sub.add_parser("import-diffgesture",
+                       help="convert an official DiffGesture checkpoint (pose_diffusion_checkpoint_499.bin)")
+    p.add_argument("checkpoint", help="official .bin checkpoint (read without executing any code it holds)")
+    p.add_argument("-o", "--out", required=True, help="model folder to create")
+
+
+def cmd_import_diffgesture(args) -> int:
+    from .diffgesture import import_diffgesture
+
+    import_diffgesture(args.checkpoint, args.out)
+    print(f"wrote model folder {args.out}", file=sys.stderr)
+    return 0
+
+
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="speed figures: model calls, seconds per generated second, sampler overhead",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -155,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     sub.add_parser("worker", help="JSON-lines worker on stdin/stdout (used by the Blender add-on)")
     _add_import(sub)
+    _add_import_diffgesture(sub)
     _add_bench(sub)
     _add_test_model(sub)
     try:
@@ -173,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"generate": cmd_generate, "import-diffsheg": cmd_import, "bench": cmd_bench,
+    handlers = {"generate": cmd_generate, "import-diffsheg": cmd_import,
+                "import-diffgesture": cmd_import_diffgesture, "bench": cmd_bench,
                 "make-test-model": cmd_make_test_model}
     try:
         if args.command == "worker":
