@@ -1,0 +1,174 @@
+"""`sheg eval`: generate a few takes for one audio file and print extractor-free metrics as a markdown table.
+
+Rows: one per seed, their mean (with the diversity across seeds), the same motion scored against *mismatched* audio
+(BC's null baseline: another file, or the same audio rotated by half its length), a static pose (BC's floor), and —
+with --reference — the ground-truth take. Positions come from forward kinematics on the stand-in skeleton
+(sheg.skeleton) with translation zeroed; the reference is restricted to the joints the model generates (the others
+at rest), so both sides are scored on the same body parts. See sheg.metrics for the definitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from . import metrics
+from .audio import load_audio
+from .errors import BadInput
+from .skeleton import forward_kinematics
+
+METRIC_SR = 16000
+
+
+def _score(poses: np.ndarray, fps: float, wave: np.ndarray, other_wave: np.ndarray, mean_vel, seams=None) -> dict:
+    """Metrics of one take: poses (T, 165) at fps against wave / other_wave (16 kHz)."""
+    positions = forward_kinematics(poses)
+    row = {}
+    if mean_vel is not None:
+        for key, w in (("BC", wave), ("BC mismatched audio", other_wave)):
+            try:
+                row[key] = metrics.beat_consistency(positions, w, METRIC_SR, fps, mean_vel)
+            except ValueError:  # shorter than the 2 s + 2 s BC leaves out
+                row[key] = float("nan")
+    row["L1div"] = metrics.l1_div(positions)
+    stats = metrics.jerk_stats(positions, fps)
+    row["jerk mean (m/s^3)"] = stats["jerk_mean"]
+    row["jerk p95 (m/s^3)"] = stats["jerk_p95"]
+    if seams is not None:
+        seam = metrics.seam_jerk(positions, fps, seams)
+        row["seam/within jerk"] = seam["seam_ratio"]
+    row["jaw-RMS corr"] = metrics.jaw_energy_correlation(poses, wave, METRIC_SR, fps)
+    return row
+
+
+def _mean_row(rows: list, label: str) -> dict:
+    out = {"take": label}
+    for key in rows[0]:
+        values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+        if values and key not in ("take", "seed"):
+            finite = [v for v in values if not np.isnan(v)]
+            out[key] = float(np.mean(finite)) if finite else float("nan")
+    return out
+
+
+def _crop(wave: np.ndarray, rate: float, start: float, end: float | None) -> np.ndarray:
+    a = int(round(start * rate))
+    b = len(wave) if end is None else min(len(wave), int(round(end * rate)))
+    if b - a < 1:
+        raise BadInput(f"the time range {start:g}..{end if end is not None else 'end'} s holds no audio "
+                       f"(the file lasts {len(wave) / rate:.2f} s)")
+    return wave[a:b]
+
+
+def evaluate(model, audio: str, *, seeds=(0, 1, 2), reference: str | None = None, other_audio: str | None = None,
+             mean_vel: str | None = None, steps: int | None = None, start: float = 0.0, end: float | None = None,
+             log=None) -> list[dict]:
+    """Metric rows (dicts) for `model` (a sheg.pipeline.Model) on the audio file `audio`.
+
+    start/end (seconds) cut the audio and the reference to a range, e.g. a take's held-out last 10 s.
+    """
+    from .data import read_motion, resample_motion
+    from .sampling import window_spans
+
+    log = log or (lambda msg: None)
+    mean_speed = None
+    if mean_vel is not None:
+        mean_speed = np.load(mean_vel)
+        if mean_speed.shape != (55,):
+            raise BadInput(f"{mean_vel} holds shape {mean_speed.shape}; expected the 55 per-joint mean speeds "
+                           "(mean_vel_smplxflame_30.npy)")
+    if start < 0 or (end is not None and end <= start):
+        raise BadInput(f"--start must be >= 0 and --end after it, got {start:g}..{end}")
+    wave = _crop(load_audio(audio, METRIC_SR), METRIC_SR, start, end)
+    model_rate = model.audio_spec.sample_rate
+    model_wave = _crop(load_audio(audio, model_rate), model_rate, start, end)
+    if other_audio:
+        other = load_audio(other_audio, METRIC_SR)
+        other = np.resize(other, len(wave)) if len(other) < len(wave) else other[: len(wave)]
+        other_label = os.path.basename(other_audio)
+    else:
+        other = np.roll(wave, len(wave) // 2)
+        other_label = "same audio rotated by half"
+    fps = model.fps
+
+    rows, samples, mask = [], [], None
+    for seed in seeds:
+        log(f"generating seed {seed} ...")
+        take = model.generate((model_wave, model_rate), seed=int(seed), steps=steps)
+        poses = take.arrays["poses"]
+        mask = take.arrays["generated_joints"]
+        seams = [start for start, _ in window_spans(take.frames, model.window, model.overlap)[1:]]
+        rows.append({"take": f"generated seed {seed}", **_score(poses, fps, wave, other, mean_speed, seams)})
+        samples.append(forward_kinematics(poses))
+    summary = _mean_row(rows, f"generated, mean of {len(rows)}")
+    if len(samples) >= 2:
+        summary["diversity across seeds"] = metrics.sample_diversity(samples)
+    rows.append(summary)
+
+    frames = len(samples[0])
+    rows.append({"take": "static pose", **_score(np.zeros((frames, 165)), fps, wave, other, mean_speed)})
+    if reference is not None:
+        ref_poses, _, ref_fps = read_motion(reference)
+        ref_poses, _ = resample_motion(ref_poses, np.zeros((len(ref_poses), 1)), ref_fps, fps)
+        first = int(round(start * fps))
+        ref_poses = ref_poses[first:first + frames]
+        if len(ref_poses) < 4:
+            raise BadInput(f"the reference {reference} has no motion in the chosen time range")
+        ref_poses = ref_poses.reshape(len(ref_poses), 55, 3)
+        ref_poses[:, ~mask] = 0.0  # the joints the model does not generate stay at rest, as in generated takes
+        rows.append({"take": "reference (ground truth)",
+                     **_score(ref_poses.reshape(len(ref_poses), -1), fps, wave, other, mean_speed)})
+    log(f"mismatched audio: {other_label}")
+    return rows
+
+
+def eval_main(args) -> int:
+    from .pipeline import load_model
+
+    if args.seeds < 1:
+        raise BadInput("--seeds must be at least 1")
+    for path in [args.audio, args.reference, args.other_audio, args.mean_vel]:
+        if path is not None and not os.path.isfile(path):
+            raise BadInput(f"file not found: {path}")
+    model = load_model(None if args.model == "default" else args.model, device=args.device)
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if not args.json else None
+    if args.mean_vel is None and not args.json:
+        print("sheg: note: no --mean-vel (mean_vel_smplxflame_30.npy): beat consistency is left out", file=sys.stderr)
+    rows = evaluate(model, args.audio, seeds=range(args.seed, args.seed + args.seeds), reference=args.reference,
+                    other_audio=args.other_audio, mean_vel=args.mean_vel, steps=args.steps, start=args.start,
+                    end=args.end, log=log)
+    if args.mean_vel is None:
+        for row in rows:
+            row.pop("BC mismatched audio", None)
+    if args.json:
+        print(json.dumps(rows, indent=1, default=float))
+    else:
+        print(metrics.format_table(rows))
+    return 0
+
+
+def build_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the `eval` subcommand to `subparsers` (from sheg.cli); sets func=eval_main."""
+    p = subparsers.add_parser("eval", help="metrics of a model on one audio file (markdown table)",
+                              description=__doc__.splitlines()[0],
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model", help="model folder, or 'default' for the embedded default model")
+    p.add_argument("--audio", required=True, help="speech audio file to generate from")
+    p.add_argument("--reference", default=None, help="ground-truth take .npz for the same audio (adds a row)")
+    p.add_argument("--other-audio", default=None,
+                   help="audio for the mismatched-audio BC baseline (default: the audio rotated by half its length)")
+    p.add_argument("--mean-vel", default=None,
+                   help="EMAGE mean_vel_smplxflame_30.npy (per-joint mean speeds); needed for beat consistency")
+    p.add_argument("--start", type=float, default=0.0, help="evaluate from this second of the audio/reference")
+    p.add_argument("--end", type=float, default=None, help="evaluate up to this second (default: the end)")
+    p.add_argument("--seeds", type=int, default=3, help="number of generated takes (seeds --seed, --seed+1, ...)")
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the model's)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    p.set_defaults(func=eval_main)
+    return p

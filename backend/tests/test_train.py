@@ -1,0 +1,144 @@
+"""`sheg train` on a tiny config: the loss falls, --resume continues exactly, DDP matches one process."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import load_file
+
+from sheg.cli import build_parser
+from sheg.errors import BadInput
+
+BACKEND = Path(__file__).resolve().parents[1]
+COMMON = ["--config", "tiny", "--batch", "4", "--holdout-seconds", "1.5", "--log-every", "1", "--val-every", "0",
+          "--threads", "1", "--device", "cpu"]
+
+
+def write_take(folder: Path, name: str, seconds: float, seed: int) -> None:
+    """Smooth random SMPL-X motion at 30 fps with noise-burst 'speech' at 16 kHz."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 30)) / 30.0
+    freq, phase = rng.uniform(0.3, 2.0, (1, 165)), rng.uniform(0, 6.3, (1, 165))
+    poses = 0.2 * np.sin(2 * np.pi * freq * t[:, None] + phase)
+    np.savez(folder / f"{name}.npz", poses=poses.astype(np.float32), expressions=poses[:, :100] * 3,
+             mocap_frame_rate=np.array(30.0))
+    n = int(seconds * 16000)
+    gate = (np.sin(2 * np.pi * 3.0 * np.arange(n) / 16000) > 0.3).astype(np.float32)
+    sf.write(folder / f"{name}.wav", 0.1 * gate * rng.standard_normal(n).astype(np.float32), 16000)
+
+
+@pytest.fixture(scope="module")
+def takes(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("takes")
+    write_take(folder, "a", 5.0, seed=0)
+    write_take(folder, "b", 4.0, seed=1)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def train(argv) -> int:
+    args = build_parser().parse_args(["train", *map(str, argv)])
+    return args.func(args)
+
+
+def weights(folder: Path) -> dict:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_training_lowers_the_validation_loss_and_writes_a_loadable_model(takes, tmp_path):
+    out = tmp_path / "model"
+    assert train([takes, "-o", out, *COMMON, "--steps", "40", "--lr", "2e-3", "--val-every", "10"]) == 0
+    history = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    val = [row["val_loss"] for row in history if "val_loss" in row]
+    assert len(val) == 4
+    assert val[-1] < val[0]
+    train_eps = [row["eps_mse"] for row in history if "eps_mse" in row]
+    assert np.mean(train_eps[-10:]) < np.mean(train_eps[:10])
+
+    from sheg.pipeline import load_model
+
+    model = load_model(str(out), device="cpu")
+    meta = model.meta
+    assert meta["layout"] == "show" and meta["fps"] == 30.0 and meta["window"] == 32
+    assert meta["audio"]["log"] is True and meta["source"]["steps"] == 40
+    assert len(meta["stats"]["std"]) == 232 and min(meta["stats"]["std"]) >= 1e-2
+    wave = (0.1 * np.random.default_rng(0).standard_normal(18000 * 2)).astype(np.float32)
+    take = model.generate((wave, 18000), seed=0, steps=2, jumps=1)
+    assert take.frames == 60 and np.isfinite(take.arrays["poses"]).all()
+
+
+def test_resume_continues_exactly(takes, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert train([takes, "-o", straight, *COMMON, "--steps", "8"]) == 0
+    assert train([takes, "-o", resumed, *COMMON, "--steps", "3"]) == 0
+    state = torch.load(resumed / "train_state.pt", weights_only=True)
+    assert state["step"] == 3
+    assert train([takes, "-o", resumed, "--resume", "--steps", "8", "--threads", "1", "--val-every", "0"]) == 0
+    a, b = weights(straight), weights(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # the saved settings win; contradicting them is an error, not a silent change
+    with pytest.raises(BadInput, match="--batch"):
+        train([takes, "-o", resumed, "--resume", "--batch", "8"])
+    with pytest.raises(BadInput, match="--resume"):
+        train([takes, "-o", resumed, *COMMON])
+    with pytest.raises(BadInput, match="nothing to resume"):
+        train([takes, "-o", tmp_path / "new", "--resume"])
+
+
+def test_bad_settings_are_clear_errors(takes, tmp_path):
+    with pytest.raises(BadInput, match="HuBERT"):
+        train([takes, "-o", tmp_path / "x", "--config", "official-show", "--steps", "1"])
+    with pytest.raises(BadInput, match="window"):
+        train([takes, "-o", tmp_path / "y", *COMMON, "--window", "400", "--steps", "1"])
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "other.txt").write_text("x")
+    with pytest.raises(BadInput, match="not empty"):
+        train([takes, "-o", tmp_path / "full", *COMMON, "--steps", "1"])
+
+
+def test_two_process_ddp_matches_one_process(takes, tmp_path):
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    assert train([takes, "-o", single, *COMMON, "--steps", "4"]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(BACKEND)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "sheg", "train", str(takes), "-o", str(ddp), *COMMON, "--steps", "4"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "over 2 processes" in result.stderr
+    a, b = weights(single), weights(ddp)
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5, rtol=1e-4), key
+
+
+def test_eval_prints_the_metrics_table(takes, tmp_path, capsys):
+    out = tmp_path / "model"
+    assert train([takes, "-o", out, *COMMON, "--steps", "2"]) == 0
+    mean_vel = tmp_path / "mean_vel.npy"
+    np.save(mean_vel, np.full(55, 0.1, dtype=np.float32))
+    args = build_parser().parse_args(["eval", str(out), "--audio", str(takes / "a.wav"), "--reference",
+                                      str(takes / "a.npz"), "--seeds", "2", "--steps", "2",
+                                      "--mean-vel", str(mean_vel), "--device", "cpu"])
+    assert args.func(args) == 0
+    table = capsys.readouterr().out.strip().splitlines()
+    assert table[0].startswith("| take | BC | BC mismatched audio | L1div | jerk mean")
+    labels = [line.split("|")[1].strip() for line in table[2:]]
+    assert labels == ["generated seed 0", "generated seed 1", "generated, mean of 2", "static pose",
+                      "reference (ground truth)"]
+    static = dict(zip([c.strip() for c in table[0].split("|")], [c.strip() for c in table[5].split("|")]))
+    assert static["BC"] == "0" and static["L1div"] == "0" and static["jerk mean (m/s^3)"] == "0"
+    assert "diversity across seeds" in table[0]
