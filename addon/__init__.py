@@ -1,0 +1,25 @@
+"""SHEG: speech to SMPL-X body gestures and facial expression (DiffSHEG UniEG) for Blender.
+
+The model runs in a separate backend Python (see backend_env.py); this package never imports torch.
+"""
+
+import bpy
+
+from . import operators, panel, prefs, props
+from .core import worker_client
+
+classes = (*prefs.classes, *props.classes, *operators.classes, *panel.classes)
+
+
+def register():
+    for cls in classes:
+        bpy.utils.register_class(cls)
+    props.register()
+
+
+def unregister():
+    worker_client.shutdown_session()  # the worker holds the model in memory: it goes with the add-on
+    props.unregister()
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)
+

@@ -1,0 +1,281 @@
+"""The backend Python: where it lives, the managed install (a venv with torch + the bundled sheg wheel) and Check.
+
+Managed mode creates `<extension user folder>/backend/venv` with Blender's own Python (`sys.executable`), then
+pip-installs torch (CPU or CUDA build, per the device preference) and the sheg wheel shipped inside the extension
+zip at backend_wheels/sheg-*.whl. It runs in a background thread; progress and a log file are kept here and drawn
+by the preferences. Downloads need Blender's "Allow Online Access"; without it the install refuses with a message.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+
+import bpy
+
+from .core import worker_client
+
+TORCH_VERSION = "2.13.0"
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+TORCH_CUDA_INDEX_WINDOWS = "https://download.pytorch.org/whl/cu128"
+ADDON_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+# --- places --------------------------------------------------------------------------------------------------------
+
+def backend_root() -> str:
+    """User-writable folder of this extension for the venv, logs and worker pid files."""
+    return bpy.utils.extension_path_user(__package__, path="backend", create=True)
+
+
+def venv_dir() -> str:
+    return os.path.join(backend_root(), "venv")
+
+
+def venv_python(venv: str) -> str:
+    return os.path.join(venv, "Scripts", "python.exe") if os.name == "nt" else os.path.join(venv, "bin", "python")
+
+
+def managed_python() -> str:
+    return venv_python(venv_dir())
+
+
+def install_log_path() -> str:
+    return os.path.join(backend_root(), "install.log")
+
+
+def worker_log_path() -> str:
+    return os.path.join(backend_root(), "worker.log")
+
+
+def worker_state_dir() -> str:
+    return os.path.join(backend_root(), "workers")
+
+
+def bundled_wheel() -> str | None:
+    """The newest backend wheel shipped in the extension (backend_wheels/sheg-*.whl), if any."""
+    wheels = sorted(glob.glob(os.path.join(ADDON_DIR, "backend_wheels", "sheg-*.whl")))
+    return wheels[-1] if wheels else None
+
+
+def torch_pip_args(device: str, system: str | None = None, index_url: str = "") -> list[str]:
+    """pip arguments installing torch for `device` ('auto'|'cpu'|'cuda'|'mps') on `system` (platform.system()).
+
+    CPU builds come from PyTorch's CPU index (small); CUDA from PyPI on Linux (its default wheels are CUDA builds)
+    and from PyTorch's CUDA index on Windows; macOS wheels on PyPI carry MPS.
+    """
+    system = system or platform.system()
+    args = [f"torch=={TORCH_VERSION}"]
+    if index_url:
+        return args + ["--index-url", index_url]
+    if system == "Darwin":
+        return args
+    if device == "cuda":
+        return args + (["--index-url", TORCH_CUDA_INDEX_WINDOWS] if system == "Windows" else [])
+    return args + ["--index-url", TORCH_CPU_INDEX]
+
+
+# --- background jobs shown by the preferences ---------------------------------------------------------------------
+
+class Job:
+    """State of a background job (install or check); written by its thread, read by the UI."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.running = False
+        self.fraction = 0.0
+        self.message = ""
+        self.error = ""
+        self.summary = ""
+        self.thread: threading.Thread | None = None
+
+    def start(self, target, *args) -> None:
+        self.running, self.fraction, self.message, self.error, self.summary = True, 0.0, "Starting", "", ""
+
+        def run():
+            try:
+                target(self, *args)
+            except Exception as exc:  # the UI shows one line; the log has the rest
+                self.error = worker_client.one_line(str(exc)) or type(exc).__name__
+            finally:
+                self.running = False
+
+        self.thread = threading.Thread(target=run, name=f"sheg-{self.name}", daemon=True)
+        self.thread.start()
+        _watch_until_done(self)
+
+    def wait(self, timeout: float | None = None) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+
+INSTALL = Job("install")
+CHECK = Job("check")
+_on_done = {}  # job name -> callable run on the main thread when it finishes
+
+
+def _redraw_preferences() -> None:
+    for window in getattr(bpy.context.window_manager, "windows", []):
+        for area in window.screen.areas:
+            if area.type in {"PREFERENCES", "VIEW_3D"}:
+                area.tag_redraw()
+
+
+def _watch_until_done(job: Job) -> None:
+    """Redraw while the job runs and hand its result to the main thread (timers never fire in background mode)."""
+    if bpy.app.background:
+        return
+
+    def tick():
+        _redraw_preferences()
+        if job.running:
+            return 0.25
+        callback = _on_done.pop(job.name, None)
+        if callback is not None:
+            callback(job)
+        return None
+
+    bpy.app.timers.register(tick, first_interval=0.25)
+
+
+# --- managed install -----------------------------------------------------------------------------------------------
+
+def install_problem() -> str | None:
+    """Why the managed install cannot start now, or None."""
+    if INSTALL.running:
+        return "the backend install is already running"
+    if not bpy.app.online_access:
+        return ("online access is disabled: enable Preferences > System > Network > Allow Online Access to "
+                "download PyTorch, or choose Custom Python")
+    if bundled_wheel() is None:
+        return ("this extension build has no backend wheel (backend_wheels/sheg-*.whl): build it with "
+                "`python3 build.py build`, or choose Custom Python")
+    return None
+
+
+def start_install(device: str, index_url: str = "", on_done=None, block: bool = False) -> Job:
+    problem = install_problem()
+    if problem:
+        raise ValueError(problem)
+    if on_done is not None:
+        _on_done[INSTALL.name] = on_done
+    INSTALL.start(_install, device, index_url, bundled_wheel(), venv_dir(), install_log_path())
+    if block or bpy.app.background:
+        INSTALL.wait()
+        callback = _on_done.pop(INSTALL.name, None)
+        if callback is not None:
+            callback(INSTALL)
+    return INSTALL
+
+
+def _install(job: Job, device: str, index_url: str, wheel: str, venv: str, log_path: str) -> None:
+    """Thread body: venv -> torch -> sheg wheel -> version check. No bpy calls here."""
+    python = venv_python(venv)
+    with open(log_path, "w", encoding="utf-8") as log:
+        log.write(f"SHEG backend install {time.strftime('%Y-%m-%d %H:%M:%S')} device={device}\n")
+        steps = [
+            ("Creating the Python environment", 0.05, None if os.path.isfile(python) else
+             [sys.executable, "-m", "venv", venv]),
+            ("Installing PyTorch", 0.70,
+             [python, "-m", "pip", "install", "--disable-pip-version-check", *torch_pip_args(device, None,
+                                                                                          index_url)]),
+            ("Installing the SHEG backend", 0.95,
+             [python, "-m", "pip", "install", "--disable-pip-version-check", wheel]),
+            ("Checking the backend", 1.0, [python, "-m", "sheg", "--version"]),
+        ]
+        start = 0.0
+        for message, end, command in steps:
+            job.message = message
+            if command is not None:
+                _run_logged(message, command, log, job, start, end)
+            job.fraction = start = end
+        job.message = "Installed"
+        job.summary = f"Backend installed in {venv}"
+
+
+def _run_logged(what: str, command: list[str], log, job: Job, start: float, end: float) -> None:
+    log.write("$ " + " ".join(command) + "\n")
+    log.flush()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                            bufsize=1)
+    last = ""
+    for line in proc.stdout:
+        log.write(line)
+        line = line.strip()
+        if line:
+            last = line
+            if line.startswith(("Collecting", "Downloading", "Installing", "Successfully")):
+                job.message = line[:120]
+                job.fraction = min(end - 0.01, job.fraction + (end - start) * 0.05)
+    if proc.wait() != 0:
+        log.flush()
+        raise RuntimeError(f"{what} failed: {last} (log: {log.name})")
+
+
+# --- check ----------------------------------------------------------------------------------------------------------
+
+def start_check(python: str, device: str, hubert: str | None = None, smplx_file: str = "",
+                on_done=None, block: bool = False) -> Job:
+    """Run the backend once (`hello`, then `load` of the default model) and summarise what works in one line."""
+    if CHECK.running:
+        return CHECK
+    if on_done is not None:
+        _on_done[CHECK.name] = on_done
+    CHECK.start(_check, python, device, hubert, smplx_file)
+    if block or bpy.app.background:
+        CHECK.wait()
+        callback = _on_done.pop(CHECK.name, None)
+        if callback is not None:
+            callback(CHECK)
+    return CHECK
+
+
+def _check(job: Job, python: str, device: str, hubert: str | None, smplx_file: str) -> None:
+    parts = []
+    smplx_part = ("SMPL-X file: not set (stand-in rig)" if not smplx_file else
+                  "SMPL-X file ok" if os.path.isfile(smplx_file) else "SMPL-X file missing")
+    if not python or not os.path.isfile(python):
+        job.summary = f"Python missing (not found: {python or 'not set'}) · {smplx_part}"
+        return
+    job.message = "Starting Python"
+    try:
+        out = subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"], capture_output=True,
+                             text=True, timeout=60)
+        parts.append(f"Python {out.stdout.strip()} ok" if out.returncode == 0 else "Python broken (does not run)")
+    except (OSError, subprocess.SubprocessError) as exc:
+        job.summary = f"Python broken ({worker_client.one_line(str(exc))}) · {smplx_part}"
+        return
+    job.message = "Starting the worker"
+    client = worker_client.WorkerClient(python, log_path=os.path.join(backend_root(), "check.log"))
+    try:
+        client.start()
+        hello = client.request("hello", timeout=180)
+        parts.append(f"sheg {hello.get('version')} ok")
+        parts.append(f"torch {hello.get('torch', '?')} ok")
+        devices = hello.get("devices", [])
+        parts.append("devices: " + ", ".join(devices))
+        if device not in ("auto", *devices):
+            parts.append(f"{device} not available")
+        job.message = "Loading the default model"
+        try:
+            loaded = client.request("load", timeout=300, model=None, device=device, hubert=hubert)
+            parts.append(f"default model '{loaded.get('model', {}).get('name', '?')}' ok")
+        except worker_client.WorkerError as exc:
+            parts.append(f"default model missing ({exc})")
+    except worker_client.WorkerError as exc:
+        text = str(exc)
+        if "No module named 'sheg'" in text or "No module named sheg" in text:
+            parts.append("sheg missing (not installed in this Python)")
+        elif "torch" in text:
+            parts.append("sheg ok · torch missing")
+        else:
+            parts.append(f"worker failed ({text})")
+    finally:
+        client.shutdown(timeout=2)
+    parts.append(smplx_part)
+    job.summary = " · ".join(parts)

@@ -1,0 +1,379 @@
+"""Operators: thin wrappers that validate (poll says why a button is disabled) and delegate to api/takes/rig.
+
+Generate runs modally in the UI (a 0.1 s timer polls the worker without blocking; Esc or Cancel stops it within a
+second and leaves the scene unchanged) and blocks in execute() in background mode, where modal operators and timers
+never run. The take is written inside the operator, so one undo step removes it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, StringProperty
+from bpy_extras.io_utils import ExportHelper, ImportHelper
+
+from . import api, backend_env, strip_audio, takes
+from .core.worker_client import DONE, RUNNING, WorkerError, one_line
+from .prefs import ShegPreferences
+
+TIMER_SECONDS = 0.1
+
+
+def _redraw(context) -> None:
+    for window in context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type in {"VIEW_3D", "PREFERENCES"}:
+                area.tag_redraw()
+
+
+def _poll_with_reason(cls, reason: str | None) -> bool:
+    if reason:
+        cls.poll_message_set(reason)
+        return False
+    return True
+
+
+def generate_problem(context) -> str | None:
+    """Why Generate is disabled with the panel's settings, or None."""
+    if api.active_job() is not None:
+        return "A generation is running: wait for it or press Cancel"
+    scene = context.scene
+    settings = scene.sheg
+    if settings.audio_source == "FILE":
+        problem = api.audio_problem(scene, audio_path=settings.audio_file or None) if settings.audio_file else \
+            "Choose an audio file"
+    else:
+        problem = api.audio_problem(scene, strip_audio.find_sound_strip(scene, settings.strip_name))
+    return (problem or api.target_problem(settings.armature, settings.face_mesh, settings.parts)
+            or api.backend_problem(context))
+
+
+class SHEG_OT_generate(bpy.types.Operator):
+    bl_idname = "sheg.generate"
+    bl_label = "Generate"
+    bl_description = "Generate gestures and expression for the sound strip (Esc cancels)"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return _poll_with_reason(cls, generate_problem(context))
+
+    def _job(self, context) -> api.GenerationJob:
+        settings = context.scene.sheg
+        from_file = settings.audio_source == "FILE"
+        return api.GenerationJob(
+            strip=None if from_file else strip_audio.find_sound_strip(context.scene, settings.strip_name),
+            audio_path=settings.audio_file if from_file else None, armature=settings.armature,
+            face_mesh=settings.face_mesh, model=settings.model_path(), seed=settings.seed,
+            steps=settings.step_count(), guidance=settings.guidance if settings.use_guidance else None,
+            style=settings.style if settings.use_style else None, parts=settings.parts.lower())
+
+    def _report_done(self, context, info: dict) -> None:
+        message = (f"Take '{info['name']}': {info['frames']} frames from frame {info['start_frame']}, "
+                   f"{info['joints']} joints, {info['expressions']} expressions")
+        context.window_manager.sheg_job.last_message = message
+        self.report({"INFO"}, message)
+
+    def _fail(self, context, message: str) -> set:
+        message = one_line(message) or "generation failed"
+        context.window_manager.sheg_job.last_message = message
+        self.report({"ERROR"}, message)
+        return {"CANCELLED"}
+
+    def execute(self, context):
+        """Blocking: background mode and scripts."""
+        state = context.window_manager.sheg_job
+        state.running, state.progress, state.stage = True, 0.0, "Starting"
+        try:
+            info = self._job(context).run_blocking(context)
+        except (ValueError, WorkerError) as exc:
+            return self._fail(context, str(exc))
+        finally:
+            state.running = False
+        state.progress, state.stage = 1.0, "Done"
+        self._report_done(context, info)
+        return {"FINISHED"}
+
+    def invoke(self, context, event):
+        if bpy.app.background:
+            return self.execute(context)
+        job = self._job(context)
+        try:
+            job.start(context)
+        except (ValueError, WorkerError) as exc:
+            return self._fail(context, str(exc))
+        self.job = job
+        api.set_active_job(job)
+        state = context.window_manager.sheg_job
+        state.running, state.progress, state.stage = True, 0.0, job.stage
+        state.max_tick_ms = state.apply_ms = 0.0
+        self.max_tick = 0.0
+        wm = context.window_manager
+        self.timer = wm.event_timer_add(TIMER_SECONDS, window=context.window)
+        wm.modal_handler_add(self)
+        _redraw(context)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        if event.type == "ESC" and event.value == "PRESS":
+            self.job.cancel()
+            return {"RUNNING_MODAL"}
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        started = time.perf_counter()
+        status = self.job.tick()
+        state = context.window_manager.sheg_job
+        state.progress, state.stage = self.job.fraction, self.job.stage
+        _redraw(context)
+        if status == RUNNING:
+            self.max_tick = max(self.max_tick, time.perf_counter() - started)
+            state.max_tick_ms = 1000.0 * self.max_tick
+            return {"PASS_THROUGH"}  # other handlers' timers (playback...) must still get their events
+        try:
+            if status != DONE:
+                if self.job.error:
+                    return self._fail(context, self.job.error)
+                state.last_message = "Generation cancelled"
+                self.report({"WARNING"}, "Generation cancelled: the scene is unchanged")
+                return {"CANCELLED"}
+            applying = time.perf_counter()
+            try:
+                info = self.job.finish(context)
+            except (ValueError, WorkerError) as exc:
+                return self._fail(context, str(exc))
+            state.apply_ms = 1000.0 * (time.perf_counter() - applying)
+            print(f"SHEG: take '{info['name']}' {info['frames']} frames; worker {info.get('worker_seconds')} s; "
+                  f"max tick {state.max_tick_ms:.1f} ms; apply {state.apply_ms:.0f} ms")
+            self._report_done(context, info)
+            return {"FINISHED"}
+        finally:
+            self._cleanup(context)
+
+    def cancel(self, context):
+        """Blender ends the modal (file load, quit): stop the worker's job too."""
+        self.job.cancel()
+        self._cleanup(context)
+
+    def _cleanup(self, context) -> None:
+        wm = context.window_manager
+        if getattr(self, "timer", None) is not None:
+            wm.event_timer_remove(self.timer)
+            self.timer = None
+        self.job.close()
+        api.set_active_job(None)
+        wm.sheg_job.running = False
+        _redraw(context)
+
+
+class SHEG_OT_cancel(bpy.types.Operator):
+    bl_idname = "sheg.cancel"
+    bl_label = "Cancel"
+    bl_description = "Stop the running generation (the scene stays unchanged)"
+
+    @classmethod
+    def poll(cls, context):
+        return _poll_with_reason(cls, None if api.active_job() else "Nothing is being generated")
+
+    def execute(self, context):
+        api.active_job().cancel()
+        return {"FINISHED"}
+
+
+class SHEG_OT_new_seed(bpy.types.Operator):
+    bl_idname = "sheg.new_seed"
+    bl_label = "New Seed"
+    bl_description = "Pick a random seed for a different take"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        settings = context.scene.sheg
+        seed = settings.seed
+        while seed == settings.seed:
+            seed = random.randrange(0, 2 ** 31 - 1)
+        settings.seed = seed
+        return {"FINISHED"}
+
+
+class SHEG_OT_create_rig(bpy.types.Operator):
+    bl_idname = "sheg.create_rig"
+    bl_label = "Create SMPL-X Rig"
+    bl_description = "Add a stand-in SMPL-X armature with a face mesh (no SMPL-X data needed) and target it"
+    bl_options = {"REGISTER", "UNDO"}
+
+    with_face: BoolProperty(name="Face Mesh", default=True)
+
+    def execute(self, context):
+        try:
+            armature, face = api.create_rig(with_face=self.with_face, context=context)
+        except ValueError as exc:
+            self.report({"ERROR"}, one_line(str(exc)))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Created '{armature.name}'" + (f" and '{face.name}'" if face else ""))
+        return {"FINISHED"}
+
+
+def _target_problem(context) -> str | None:
+    armature = context.scene.sheg.armature
+    return "Choose a target armature in the SHEG panel" if armature is None else None
+
+
+PARTS_ITEMS = [("BOTH", "Both", "Body, hands, jaw and face"), ("GESTURE", "Gesture", "Body and hands only"),
+               ("EXPRESSION", "Expression", "Face and jaw only")]
+
+
+class SHEG_OT_import_take(bpy.types.Operator, ImportHelper):
+    bl_idname = "sheg.import_take"
+    bl_label = "Import Take"
+    bl_description = "Apply a take .npz (SHEG, SMPL-X add-on, AMASS, BEAT2) to the target at the current frame"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filename_ext = ".npz"
+    filter_glob: StringProperty(default="*.npz", options={"HIDDEN"})
+    parts: EnumProperty(name="Parts", items=PARTS_ITEMS, default="BOTH")
+
+    @classmethod
+    def poll(cls, context):
+        return _poll_with_reason(cls, _target_problem(context))
+
+    def execute(self, context):
+        try:
+            info = api.import_take(self.filepath, start_frame=context.scene.frame_current, context=context,
+                                   parts=self.parts.lower())
+        except ValueError as exc:
+            self.report({"ERROR"}, one_line(str(exc)))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Imported '{info['action']}': {info['frames']} frames from {info['start_frame']}")
+        return {"FINISHED"}
+
+
+class SHEG_OT_export_take(bpy.types.Operator, ExportHelper):
+    bl_idname = "sheg.export_take"
+    bl_label = "Export Take"
+    bl_description = "Write a take (with your edits) as an SMPL-X/AMASS-compatible .npz"
+
+    filename_ext = ".npz"
+    filter_glob: StringProperty(default="*.npz", options={"HIDDEN"})
+    take_name: StringProperty(name="Take")
+
+    @classmethod
+    def poll(cls, context):
+        return _poll_with_reason(cls, _target_problem(context))
+
+    def invoke(self, context, event):
+        if not self.take_name:
+            found = takes.list_takes(context.scene.sheg.armature)
+            self.take_name = found[-1]["name"] if found else ""
+        self.filepath = bpy.path.clean_name(self.take_name or "take") + self.filename_ext
+        return super().invoke(context, event)
+
+    def execute(self, context):
+        try:
+            takes.export_take(context, context.scene.sheg.armature, self.take_name, self.filepath)
+        except ValueError as exc:
+            self.report({"ERROR"}, one_line(str(exc)))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Exported '{self.take_name}' to {self.filepath}")
+        return {"FINISHED"}
+
+
+class SHEG_OT_remove_take(bpy.types.Operator):
+    bl_idname = "sheg.remove_take"
+    bl_label = "Remove Take"
+    bl_description = "Remove this take's NLA tracks and action"
+    bl_options = {"REGISTER", "UNDO"}
+
+    take_name: StringProperty(name="Take")
+
+    @classmethod
+    def poll(cls, context):
+        return _poll_with_reason(cls, _target_problem(context))
+
+    def execute(self, context):
+        try:
+            takes.remove_take(context.scene.sheg.armature, self.take_name)
+        except ValueError as exc:
+            self.report({"ERROR"}, one_line(str(exc)))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class SHEG_OT_solo_take(bpy.types.Operator):
+    bl_idname = "sheg.solo_take"
+    bl_label = "Solo Take"
+    bl_description = "Play only this take (click again to play all)"
+    bl_options = {"REGISTER", "UNDO"}
+
+    take_name: StringProperty(name="Take")
+    solo: BoolProperty(name="Solo", default=True)
+
+    @classmethod
+    def poll(cls, context):
+        return _poll_with_reason(cls, _target_problem(context))
+
+    def execute(self, context):
+        try:
+            takes.solo_take(context.scene.sheg.armature, self.take_name, self.solo)
+        except ValueError as exc:
+            self.report({"ERROR"}, one_line(str(exc)))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+def _store_check_summary(job) -> None:
+    try:
+        ShegPreferences.from_context(bpy.context).check_summary = job.summary or job.error
+    except KeyError:
+        pass  # the add-on was disabled meanwhile
+
+
+class SHEG_OT_check_backend(bpy.types.Operator):
+    bl_idname = "sheg.check_backend"
+    bl_label = "Check Backend"
+    bl_description = "Run the backend Python once and show what works and what is missing"
+
+    def execute(self, context):
+        prefs = ShegPreferences.from_context(context)
+        job = backend_env.start_check(prefs.backend_python(), prefs.device_name(), prefs.hubert(),
+                                      bpy.path.abspath(prefs.smplx_model_path) if prefs.smplx_model_path else "",
+                                      on_done=_store_check_summary)
+        if not job.running:
+            self.report({"INFO"} if not job.error else {"ERROR"}, job.summary or job.error)
+        return {"FINISHED"}
+
+
+def _install_done(job) -> None:
+    _store_check_summary(job)
+
+
+class SHEG_OT_install_backend(bpy.types.Operator):
+    bl_idname = "sheg.install_backend"
+    bl_label = "Install Backend"
+    bl_description = ("Create the managed backend environment: a Python venv with PyTorch and the bundled SHEG "
+                      "backend (downloads about 1 GB for CPU, more for CUDA)")
+
+    @classmethod
+    def poll(cls, context):
+        return _poll_with_reason(cls, backend_env.install_problem())
+
+    def execute(self, context):
+        prefs = ShegPreferences.from_context(context)
+        try:
+            job = backend_env.start_install(prefs.device_name(), prefs.torch_index_url, on_done=_install_done)
+        except ValueError as exc:
+            self.report({"ERROR"}, one_line(str(exc)))
+            return {"CANCELLED"}
+        if job.running:
+            self.report({"INFO"}, f"Installing the backend in the background (log: {backend_env.install_log_path()})")
+        elif job.error:
+            self.report({"ERROR"}, job.error)
+            return {"CANCELLED"}
+        else:
+            self.report({"INFO"}, job.summary)
+        return {"FINISHED"}
+
+
+classes = (SHEG_OT_generate, SHEG_OT_cancel, SHEG_OT_new_seed, SHEG_OT_create_rig, SHEG_OT_import_take,
+           SHEG_OT_export_take, SHEG_OT_remove_take, SHEG_OT_solo_take, SHEG_OT_check_backend,
+           SHEG_OT_install_backend)
