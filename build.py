@@ -123,13 +123,15 @@ def build_wheel() -> str:
 
 
 def blender_ext_tool() -> str:
-    out = subprocess.run([VENV_PY, "-c", "import bpy, os; print(os.path.dirname(bpy.__file__))"],
-                         capture_output=True, text=True, check=True, env=test_env())
-    bpy_dir = out.stdout.strip().splitlines()[-1]
-    tool = os.path.join(bpy_dir, "5.0", "scripts", "addons_core", "bl_pkg", "cli", "blender_ext.py")
-    if not os.path.exists(tool):
-        raise SystemExit(f"Blender's extension builder not found at {tool}")
-    return tool
+    """Blender's own extension builder (bl_pkg/cli/blender_ext.py) inside the installed bpy module."""
+    code = ("import importlib.util, glob, os; spec = importlib.util.find_spec('bpy'); "
+            "print('\\n'.join(p for loc in spec.submodule_search_locations for p in sorted(glob.glob("
+            "os.path.join(loc, '*', 'scripts', 'addons_core', 'bl_pkg', 'cli', 'blender_ext.py')))))")
+    out = subprocess.run([VENV_PY, "-c", code], capture_output=True, text=True, check=True, env=test_env())
+    found = [line for line in out.stdout.splitlines() if line.strip()]
+    if not found:
+        raise SystemExit("Blender's extension builder (bl_pkg/cli/blender_ext.py) was not found in the bpy module")
+    return found[-1]
 
 
 def build_zip() -> str:
