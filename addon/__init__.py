@@ -5,10 +5,12 @@ The model runs in a separate backend Python (see backend_env.py); this package n
 
 import bpy
 
-from . import operators, panel, prefs, props
+from . import operators, operators_takes, panel, panel_takes, prefs, props
 from .core import worker_client
 
-classes = (*prefs.classes, *props.classes, *operators.classes, *panel.classes)
+# panel_takes after panel: its sub-panel's parent is SHEG_PT_main
+classes = (*prefs.classes, *props.classes, *operators.classes, *operators_takes.classes, *panel.classes,
+           *panel_takes.classes)
 
 
 def register():

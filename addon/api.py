@@ -89,7 +89,9 @@ class GenerationJob:
     """One generation: start() (audio export + worker request), tick() until not RUNNING, finish() or close()."""
 
     def __init__(self, *, strip=None, audio_path=None, armature, face_mesh=None, model=None, seed=0, steps=25,
-                 guidance=None, style=None, parts="both", python=None, start_frame=None, name=None):
+                 guidance=None, style=None, parts="both", python=None, start_frame=None, name=None,
+                 key_options=None):
+        self.key_options = dict(key_options or {})
         self.strip_name = strip.name if strip is not None else None
         self.audio_path = bpy.path.abspath(audio_path) if audio_path else None
         self.armature_name = armature.name if armature is not None else None
@@ -182,7 +184,7 @@ class GenerationJob:
         take = takefile.read_take(self.task.result["out"])
         take = dataclasses.replace(take, audio_file=self.source_audio or take.audio_file)
         info = takes.apply_take(context, take, armature=armature, face_mesh=face, start_frame=self.start_frame,
-                                name=self.name, parts=self.parts)
+                                name=self.name, parts=self.parts, **self.key_options)
         info.update(name=self.name, seed=self.seed, model=self.model or "default", steps=self.steps,
                     audio=self.source_audio, worker_seconds=self.task.result.get("seconds"))
         return info
@@ -212,7 +214,7 @@ def set_active_job(job) -> None:
 
 def generate(strip=None, audio_path=None, armature=None, face_mesh=None, model=None, seed=0, steps=25,
              guidance=None, style=None, parts="both", python=None, *, context=None, start_frame=None, name=None,
-             timeout=None) -> dict:
+             timeout=None, **options) -> dict:
     """Generate a take and write it into the scene; blocks until done. Returns the take's info (name, action,
     frames, start_frame, end_frame, ...). Raises ValueError/WorkerError with one line on bad input or failure.
 
@@ -220,6 +222,8 @@ def generate(strip=None, audio_path=None, armature=None, face_mesh=None, model=N
     audio_path: an audio file instead, placed at `start_frame` (default: current frame);
     armature/face_mesh: objects (default: the panel's); model: model folder (None: the embedded default);
     parts: 'gesture', 'expression' or 'both'; python: backend Python (default: the preferences').
+    options: keys='dense'|'reduced', rotation_tolerance_deg, location_tolerance, shape_tolerance, smoothing
+    (default: the panel's key settings).
     """
     context = context or bpy.context
     scene = context.scene
@@ -235,11 +239,22 @@ def generate(strip=None, audio_path=None, armature=None, face_mesh=None, model=N
     face_mesh = face_mesh if face_mesh is not None else settings.face_mesh
     job = GenerationJob(strip=strip, audio_path=audio_path, armature=armature, face_mesh=face_mesh, model=model,
                         seed=seed, steps=steps, guidance=guidance, style=style, parts=parts, python=python,
-                        start_frame=start_frame, name=name)
+                        start_frame=start_frame, name=name, key_options=key_options(settings, options))
     return job.run_blocking(context, timeout=timeout)
 
 
-def import_take(filepath, armature=None, face_mesh=None, start_frame=None, *, context=None, parts="both") -> dict:
+def key_options(settings, overrides: dict) -> dict:
+    """The scene's key settings (keys, tolerances, smoothing) with explicit keyword arguments on top."""
+    unknown = set(overrides) - set(takes.KEY_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))}: use {', '.join(takes.KEY_OPTIONS)}")
+    return {**settings.key_options(), **{k: v for k, v in overrides.items() if v is not None}}
+
+
+def import_take(filepath, armature=None, face_mesh=None, start_frame=None, *, context=None, parts="both",
+                **options) -> dict:
+    """Import an SMPL-X/AMASS/BEAT2 .npz as a take. options: keys='dense'|'reduced', rotation_tolerance_deg,
+    location_tolerance, shape_tolerance, smoothing (default: the panel's key settings)."""
     context = context or bpy.context
     settings = context.scene.sheg
     armature = armature if armature is not None else settings.armature
@@ -247,7 +262,8 @@ def import_take(filepath, armature=None, face_mesh=None, start_frame=None, *, co
         raise ValueError("no armature: pass armature= or choose one in the SHEG panel")
     return takes.import_take(context, bpy.path.abspath(filepath), armature=armature,
                              face_mesh=face_mesh if face_mesh is not None else settings.face_mesh,
-                             start_frame=start_frame, parts=take_parts(parts))
+                             start_frame=start_frame, parts=take_parts(parts),
+                             **key_options(settings, options))
 
 
 def create_rig(name="SMPLX-neutral", with_face=True, *, context=None):

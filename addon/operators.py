@@ -68,7 +68,8 @@ class SHEG_OT_generate(bpy.types.Operator):
             audio_path=settings.audio_file if from_file else None, armature=settings.armature,
             face_mesh=settings.face_mesh, model=settings.model_path(), seed=settings.seed,
             steps=settings.step_count(), guidance=settings.guidance if settings.use_guidance else None,
-            style=settings.style if settings.use_style else None, parts=settings.parts.lower())
+            style=settings.style if settings.use_style else None, parts=settings.parts.lower(),
+            key_options=settings.key_options())
 
     def _report_done(self, context, info: dict) -> None:
         message = (f"Take '{info['name']}': {info['frames']} frames from frame {info['start_frame']}, "

@@ -59,6 +59,26 @@ class SHEG_SceneSettings(bpy.types.PropertyGroup):
         items=[("GESTURE", "Gesture", "Body and hands only"), ("EXPRESSION", "Expression", "Face and jaw only"),
                ("BOTH", "Both", "Body, hands, jaw and face")])
 
+    # how takes are keyed (Generate and Import): see takes.KEY_OPTIONS
+    key_density: EnumProperty(
+        name="Keys", default="DENSE",
+        items=[("DENSE", "Every Frame", "A key on every frame"),
+               ("REDUCED", "Reduced", "The fewest Bezier keys that stay within the tolerances at every frame")])
+    rotation_tolerance: FloatProperty(name="Rotation", default=1.0, min=0.001, soft_max=10.0, precision=3,
+                                      description="Largest rotation error of a reduced take, in degrees")
+    location_tolerance: FloatProperty(name="Location", default=0.001, min=0.00001, soft_max=0.05, precision=4,
+                                      subtype="DISTANCE", description="Largest pelvis location error of a reduced take")
+    shape_tolerance: FloatProperty(name="Shape Keys", default=0.01, min=0.0001, soft_max=0.2, precision=4,
+                                   description="Largest shape-key value error of a reduced take")
+    smoothing: FloatProperty(name="Smoothing", default=0.0, min=0.0, max=1.0, subtype="FACTOR",
+                             description="Zero-phase low-pass before writing keys (0 = off)")
+
+    def key_options(self) -> dict:
+        """The keyword options of takes.apply_take / import_take these settings stand for."""
+        return {"keys": self.key_density.lower(), "rotation_tolerance_deg": self.rotation_tolerance,
+                "location_tolerance": self.location_tolerance, "shape_tolerance": self.shape_tolerance,
+                "smoothing": self.smoothing}
+
     def step_count(self) -> int:
         return self.steps if self.quality == "CUSTOM" else QUALITY_STEPS[self.quality]
 

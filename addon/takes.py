@@ -3,8 +3,10 @@
 A take's Action has an OBJECT slot for the armature (bone quaternions, pelvis location) and, when the face is
 animated, a KEY slot for the face mesh's shape keys. It is pushed to a new NLA track on the armature (and one on the
 Key), so earlier takes and the active actions stay as they were. Keys are written in bulk (keyframe_points.add +
-foreach_set), LINEAR, resampled by time to the scene fps (core.resample). The action's custom properties (`sheg_*`)
-say what the take is, so the panel can list takes and export can rebuild the take file.
+foreach_set), resampled by time to the scene fps (core.resample): dense (one LINEAR key per frame) or reduced (the
+fewest Bezier keys within a tolerance, core.keyreduce), optionally low-passed first (core.smoothing). The action's
+custom properties (`sheg_*`) say what the take is, so the panel can list takes and export can rebuild the take file.
+Tweak layers and baking live in take_layers.py.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ import os
 import bpy
 import numpy as np
 
-from . import rig
+from . import keywriter, rig
 from .core import channels, resample, smplx, takefile
 
 TAKE_PROP = "sheg_take"  # marks an action as a take (value: format version)
-_LINEAR = 1  # enum index of 'LINEAR' in Keyframe.interpolation
+TWEAK_PROP = "sheg_tweak_of"  # marks a tweak-layer action (value: the take action's name)
 MAX_FRAME = 1048574  # Blender's last scene frame (Scene.frame_end hard maximum)
 
 
@@ -45,20 +47,10 @@ def _face_keys(face_mesh, take: takefile.Take):
     return maps["exp"], maps["arkit"]
 
 
-def _write_fcurves(channelbag, frames: np.ndarray, channel_list) -> None:
-    """Bulk write: one F-curve per channel, all keys at once (keyframe_points.add + foreach_set), LINEAR."""
-    count = len(frames)
-    co = np.empty(2 * count, dtype=np.float32)
-    co[0::2] = frames
-    interpolation = np.full(count, _LINEAR, dtype=np.int32)
-    for ch in channel_list:
-        fcurve = channelbag.fcurves.new(ch.data_path, index=ch.index, group_name=ch.group)
-        fcurve.keyframe_points.add(count)
-        co[1::2] = ch.values
-        fcurve.keyframe_points.foreach_set("co", co)
-        fcurve.keyframe_points.foreach_set("interpolation", interpolation)
-        # what fcurve.update() does minus its sort: the keys are already in frame order (saves ~1/3 of the time)
-        fcurve.keyframe_points.handles_recalc()
+def _write_fcurves(channelbag, frames: np.ndarray, channel_list, keys: str = "dense",
+                   tolerances: dict | None = None) -> dict:
+    """Bulk write (keywriter): dense LINEAR keys or reduced Bezier keys. Returns keywriter's stats."""
+    return keywriter.write_channels(channelbag, frames, channel_list, keys, tolerances or {})
 
 
 def _push_to_nla(owner, action, slot, start_frame: int):
@@ -101,18 +93,26 @@ def _store_properties(action, take: takefile.Take, plan, *, parts, start_frame, 
 
 
 def apply_take(context, take: takefile.Take, *, armature, face_mesh=None, start_frame: int, name: str,
-               parts: str = "both") -> dict:
+               parts: str = "both", keys: str = "dense", rotation_tolerance_deg: float = 1.0,
+               location_tolerance: float = 0.001, shape_tolerance: float = 0.01, smoothing: float = 0.0) -> dict:
     """Write `take` as a new Action on new NLA track(s); keys start at `start_frame`, at the scene's fps.
 
     Only generated joints the rig has are keyed (rotation_quaternion w,x,y,z; pelvis location for trans), plus the
-    face mesh's Exp###/ARKit shape keys when `parts` covers the face. Nothing is changed on failure. Returns counts
-    and frames for reporting: action, track, frames, start_frame, end_frame, joints, expressions, fcurves, keys,
-    missing_joints, scene_fps, take_fps.
+    face mesh's Exp###/ARKit shape keys when `parts` covers the face. keys="dense": one LINEAR key per scene frame;
+    keys="reduced": the fewest Bezier keys whose curve stays within rotation_tolerance_deg (degrees of rotation
+    between the evaluated and the dense bone rotation), location_tolerance (metres, pelvis) and shape_tolerance
+    (shape-key value) at every frame. smoothing in [0, 1] low-passes the take first (0 = off). Nothing is changed on
+    failure. Returns counts and frames for reporting: action, track, frames, start_frame, end_frame, joints,
+    expressions, fcurves, keys (written), dense_keys, keys_mode, max_rotation_error_deg, max_location_error,
+    max_shape_error (worst reduction errors, 0 for dense), missing_joints, scene_fps, take_fps.
     """
     scene = context.scene
     target_fps = _scene_fps(scene)
     if parts not in smplx.PARTS:
         raise ValueError(f"unknown parts '{parts}' (use one of: {', '.join(smplx.PARTS)})")
+    keywriter.check_key_options(keys, rotation_tolerance_deg, location_tolerance, shape_tolerance, smoothing)
+    tolerances = {"rotation_tolerance_deg": rotation_tolerance_deg, "location_tolerance": location_tolerance,
+                  "shape_tolerance": shape_tolerance}
     take = takefile.y_up(take)
     bone_names = rig.find_smplx_bones(armature)
     _check_editable(armature, f"armature '{armature.name}'")
@@ -131,6 +131,9 @@ def apply_take(context, take: takefile.Take, *, armature, face_mesh=None, start_
     if int(start_frame) < -MAX_FRAME or last_frame > MAX_FRAME:
         raise ValueError(f"take '{name}' would span frames {int(start_frame)}..{last_frame}, outside Blender's "
                          f"frame range -{MAX_FRAME}..{MAX_FRAME}; pick another start frame")
+    if smoothing > 0.0:
+        plan.bone_channels = channels.smooth_channels(plan.bone_channels, target_fps, smoothing)
+        plan.shape_channels = channels.smooth_channels(plan.shape_channels, target_fps, smoothing)
     key = face_mesh.data.shape_keys if use_face and plan.shape_channels else None
     if key is not None:
         _check_editable(key, f"the shape keys of '{face_mesh.name}'")
@@ -141,13 +144,16 @@ def apply_take(context, take: takefile.Take, *, armature, face_mesh=None, start_
         layer = action.layers.new("Layer")
         strip = layer.strips.new(type="KEYFRAME")
         arm_slot = action.slots.new(id_type="OBJECT", name=armature.name)
-        _write_fcurves(strip.channelbag(arm_slot, ensure=True), plan.frames, plan.bone_channels)
+        stats = [_write_fcurves(strip.channelbag(arm_slot, ensure=True), plan.frames, plan.bone_channels, keys,
+                                tolerances)]
         key_slot = None
         if key is not None:
             key_slot = action.slots.new(id_type="KEY", name=key.name)
-            _write_fcurves(strip.channelbag(key_slot, ensure=True), plan.frames, plan.shape_channels)
+            stats.append(_write_fcurves(strip.channelbag(key_slot, ensure=True), plan.frames, plan.shape_channels,
+                                        keys, tolerances))
         _store_properties(action, take, plan, parts=parts, start_frame=int(start_frame), target_fps=target_fps,
                           face_used=key is not None)
+        _store_key_options(action, keys, tolerances, smoothing)
         track, created = _push_to_nla(armature, action, arm_slot, start_frame)
         pushed.append((armature, track, created))
         if key is not None:
@@ -166,22 +172,47 @@ def apply_take(context, take: takefile.Take, *, armature, face_mesh=None, start_
         "action": action.name, "track": track.name, "frames": len(plan.frames), "start_frame": int(start_frame),
         "end_frame": int(start_frame) + len(plan.frames) - 1, "joints": len(plan.joints),
         "expressions": plan.expression_count, "fcurves": len(plan.bone_channels) + len(plan.shape_channels),
-        "keys": plan.key_count, "missing_joints": plan.missing_joints, "scene_fps": target_fps,
+        "keys_mode": keys, **_merge_stats(stats), "missing_joints": plan.missing_joints, "scene_fps": target_fps,
         "take_fps": take.fps,
     }
 
 
+def _store_key_options(action, keys: str, tolerances: dict, smoothing: float) -> None:
+    action["sheg_keys"] = keys
+    if keys == "reduced":
+        action["sheg_rotation_tolerance_deg"] = float(tolerances["rotation_tolerance_deg"])
+        action["sheg_location_tolerance"] = float(tolerances["location_tolerance"])
+        action["sheg_shape_tolerance"] = float(tolerances["shape_tolerance"])
+    action["sheg_smoothing"] = float(smoothing)
+
+
+def _merge_stats(stats: list) -> dict:
+    """Sum key counts and take the worst errors of keywriter stats dicts."""
+    out = keywriter.empty_stats()
+    for item in stats:
+        for field, value in item.items():
+            out[field] = out[field] + value if field in ("keys", "dense_keys") else max(out[field], value)
+    return out
+
+
 def import_take(context, filepath: str, *, armature, face_mesh=None, start_frame: int | None = None,
-                name: str | None = None, parts: str = "both") -> dict:
-    """Read a take .npz (ours, SMPL-X add-on, AMASS, BEAT2) and apply it (see apply_take). start_frame defaults to
-    the current frame, name to the file name."""
+                name: str | None = None, parts: str = "both", keys: str = "dense",
+                rotation_tolerance_deg: float = 1.0, location_tolerance: float = 0.001,
+                shape_tolerance: float = 0.01, smoothing: float = 0.0) -> dict:
+    """Read a take .npz (ours, SMPL-X add-on, AMASS, BEAT2) and apply it (see apply_take for the key options).
+    start_frame defaults to the current frame, name to the file name."""
     take = takefile.read_take(filepath)
     if start_frame is None:
         start_frame = context.scene.frame_current
     if not name:
         name = os.path.splitext(os.path.basename(filepath))[0]
     return apply_take(context, take, armature=armature, face_mesh=face_mesh, start_frame=start_frame, name=name,
-                      parts=parts)
+                      parts=parts, keys=keys, rotation_tolerance_deg=rotation_tolerance_deg,
+                      location_tolerance=location_tolerance, shape_tolerance=shape_tolerance, smoothing=smoothing)
+
+
+# apply_take / import_take keywords that choose the key density (for callers that forward options)
+KEY_OPTIONS = ("keys", "rotation_tolerance_deg", "location_tolerance", "shape_tolerance", "smoothing")
 
 
 # --- listing / removing / solo ------------------------------------------------------------------------------------
@@ -208,9 +239,20 @@ def list_takes(armature) -> list:
             "model_id": action.get("sheg_model_id", ""), "seed": action.get("sheg_seed"),
             "audio_file": action.get("sheg_audio_file", ""), "take_fps": action.get("sheg_take_fps"),
             "parts": action.get("sheg_parts", ""), "joints": len(joints.split(",")) if joints else 0,
-            "expressions": action.get("sheg_expressions", 0),
+            "expressions": action.get("sheg_expressions", 0), "keys": action.get("sheg_keys", "dense"),
+            "tweak_layers": len(tweak_tracks(armature, action)), "baked_from": action.get("sheg_baked_from", ""),
         })
     return out
+
+
+def tweak_tracks(owner, take_action) -> list:
+    """`owner`'s NLA tracks holding tweak layers of `take_action`, bottom first."""
+    anim = getattr(owner, "animation_data", None)
+    if anim is None:
+        return []
+    return [track for track in anim.nla_tracks
+            if any(strip.action is not None and strip.action.get(TWEAK_PROP) == take_action.name
+                   for strip in track.strips)]
 
 
 def _find_take_action(armature, take_name: str):
@@ -232,12 +274,21 @@ def _owners_of(action):
 
 
 def remove_take(armature, take_name: str) -> None:
-    """Remove a take's NLA tracks (armature and face Key) and its action (if nothing else uses it)."""
+    """Remove a take's NLA tracks (armature and face Key) with its tweak layers, and their actions (if nothing else
+    uses them)."""
     action = _find_take_action(armature, take_name)
+    tweak_actions = set()
     for owner, track in _owners_of(action):
-        owner.animation_data.nla_tracks.remove(track)
-    if action.users == 0 or (action.users == 1 and action.use_fake_user):
-        bpy.data.actions.remove(action)
+        anim = owner.animation_data
+        if anim.use_tweak_mode:
+            anim.use_tweak_mode = False  # tracks cannot be removed while one of them is being tweaked
+        for tweak in tweak_tracks(owner, action):
+            tweak_actions.update(strip.action for strip in tweak.strips if strip.action is not None)
+            anim.nla_tracks.remove(tweak)
+        anim.nla_tracks.remove(track)
+    for unused in [action, *tweak_actions]:
+        if unused.users == 0 or (unused.users == 1 and unused.use_fake_user):
+            bpy.data.actions.remove(unused)
 
 
 def solo_take(armature, take_name: str, solo: bool = True) -> None:
@@ -250,22 +301,86 @@ def solo_take(armature, take_name: str, solo: bool = True) -> None:
         track.is_solo = solo
 
 
+# --- key reduction of an existing take, tweak layers, baking ---------------------------------------------------------
+
+def _channelbag(action, slot):
+    if not action.layers or not action.layers[0].strips:
+        return None
+    return action.layers[0].strips[0].channelbag(slot)
+
+
+def reduce_take(context, armature, take_name: str, *, rotation_tolerance_deg: float = 1.0,
+                location_tolerance: float = 0.001, shape_tolerance: float = 0.01, smoothing: float = 0.0) -> dict:
+    """Rewrite an existing take's F-curves with reduced keys (see apply_take): each curve is sampled at every
+    whole frame of the take's key range as Blender evaluates it (so artists' edits count), optionally smoothed, and
+    replaced by the fewest Bezier keys within the tolerances of those samples. F-curves, groups and slots stay;
+    curves with modifiers are left as they are. Returns keys_before, keys (after), fcurves, skipped and the worst
+    errors (max_rotation_error_deg, max_location_error, max_shape_error)."""
+    keywriter.check_key_options("reduced", rotation_tolerance_deg, location_tolerance, shape_tolerance, smoothing)
+    tolerances = {"rotation_tolerance_deg": rotation_tolerance_deg, "location_tolerance": location_tolerance,
+                  "shape_tolerance": shape_tolerance}
+    action = _find_take_action(armature, take_name)
+    fps = float(action.get("sheg_scene_fps", _scene_fps(context.scene)))
+    keys_before, stats, rewritten, skipped = 0, [], 0, []
+    for slot in action.slots:
+        bag = _channelbag(action, slot)
+        if bag is None:
+            continue
+        fcurves = [fc for fc in bag.fcurves if len(fc.keyframe_points)]
+        skipped += [fc.data_path for fc in fcurves if len(fc.modifiers)]
+        fcurves = [fc for fc in fcurves if not len(fc.modifiers)]
+        span = keywriter.key_range(fcurves)
+        if span is None:
+            continue
+        frames = np.arange(span[0], span[1] + 1, dtype=np.float64)
+        keys_before += sum(len(fc.keyframe_points) for fc in fcurves)
+        sampled = [channels.Channel(fc.data_path, fc.array_index, fc.group.name if fc.group else "",
+                                    keywriter.sample_fcurve(fc, frames).astype(np.float32)) for fc in fcurves]
+        if smoothing > 0.0:
+            sampled = channels.smooth_channels(sampled, fps, smoothing)
+        groups = [(path, kind, members, np.stack([c.values for c in members], axis=1))
+                  for path, kind, members in channels.channel_groups(sampled)]
+        by_channel = {(fc.data_path, fc.array_index): fc for fc in fcurves}
+        slot_stats = keywriter.empty_stats()
+        for (path, kind, members, _), reduced in zip(groups, keywriter.reduce_channel_groups(frames, groups,
+                                                                                              tolerances)):
+            for column, ch in enumerate(members):
+                keywriter.set_reduced_keys(by_channel[(ch.data_path, ch.index)], reduced, column)
+            slot_stats["keys"] += len(reduced.frames) * len(members)
+            slot_stats["dense_keys"] += len(frames) * len(members)
+            keywriter.add_error(slot_stats, kind, path, reduced.max_error)
+        rewritten += len(fcurves)
+        stats.append(slot_stats)
+    _store_key_options(action, "reduced", tolerances, smoothing)
+    merged = _merge_stats(stats)
+    return {"action": action.name, "keys_before": keys_before, "fcurves": rewritten, "skipped": skipped,
+            **{k: v for k, v in merged.items() if k != "dense_keys"}}
+
+
+def add_tweak_layer(context, armature, take_name: str, *, blend_type: str = "ADD",
+                    enter_tweak_mode: bool = True) -> dict:
+    """Additive NLA track(s) above a take for the artist's corrections (see take_layers.add_tweak_layer)."""
+    from . import take_layers
+
+    return take_layers.add_tweak_layer(context, armature, take_name, blend_type=blend_type,
+                                       enter_tweak_mode=enter_tweak_mode)
+
+
+def bake_take(context, armature, take_name: str, *, keys: str = "dense", rotation_tolerance_deg: float = 1.0,
+              location_tolerance: float = 0.001, shape_tolerance: float = 0.01, name: str | None = None) -> dict:
+    """Merge a take and its tweak layers into one new take action (see take_layers.bake_take)."""
+    from . import take_layers
+
+    return take_layers.bake_take(context, armature, take_name, keys=keys,
+                                 rotation_tolerance_deg=rotation_tolerance_deg, location_tolerance=location_tolerance,
+                                 shape_tolerance=shape_tolerance, name=name)
+
+
 # --- export -------------------------------------------------------------------------------------------------------
 
 def _sample(fcurve, frames: np.ndarray) -> np.ndarray:
-    """F-curve values at (T,) scene frames: numpy for plain LINEAR curves, fcurve.evaluate otherwise (edited keys)."""
-    points = fcurve.keyframe_points
-    count = len(points)
-    if count:
-        co = np.empty(2 * count, dtype=np.float32)
-        points.foreach_get("co", co)
-        interp = np.empty(count, dtype=np.int32)
-        points.foreach_get("interpolation", interp)
-        xs = co[0::2].astype(np.float64)
-        if (len(fcurve.modifiers) == 0 and np.all(interp[:-1] == _LINEAR) and np.all(np.diff(xs) > 0)
-                and fcurve.extrapolation == "CONSTANT"):
-            return np.interp(frames, xs, co[1::2].astype(np.float64))
-    return np.array([fcurve.evaluate(float(f)) for f in frames], dtype=np.float64)
+    """F-curve values at (T,) scene frames as Blender evaluates them (keywriter.sample_fcurve)."""
+    return keywriter.sample_fcurve(fcurve, frames)
 
 
 def export_take(context, armature, take_name: str, filepath: str) -> dict:

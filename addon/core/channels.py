@@ -182,3 +182,69 @@ def take_from_channels(*, fps: float, frames: int, rotations: dict, location: np
     return Take(poses=poses.astype(np.float32), fps=float(fps), trans=trans, expressions=expr,
                 generated_joints=generated, generated_expressions=bool(expressions or arkit),
                 arkit_weights=arkit_weights, arkit_names=arkit_names, **meta)
+
+
+# --- channel groups: the unit of key reduction and smoothing ------------------------------------------------------
+
+def group_kind(data_path: str) -> str:
+    """Key-reduction kind of an F-curve's data path: "quaternion" (rotation_quaternion), "vector" (location), or
+    "scalar" (shape-key values and anything else)."""
+    if data_path.endswith("rotation_quaternion"):
+        return "quaternion"
+    if data_path.endswith("].location") or data_path == "location":
+        return "vector"
+    return "scalar"
+
+
+def group_tolerance(kind: str, data_path: str, *, rotation_tolerance_deg: float, location_tolerance: float,
+                    shape_tolerance: float) -> float:
+    """The error bound of a channel group: degrees for quaternions, metres for locations, value units otherwise
+    (Euler/axis-angle rotation channels reduced one by one get the rotation tolerance in radians)."""
+    if kind == "quaternion":
+        return float(rotation_tolerance_deg)
+    if kind == "vector":
+        return float(location_tolerance)
+    if "rotation_" in data_path:
+        # one rotation component alone: a quaternion component error e turns the bone by about 2e radians
+        factor = 0.5 if data_path.endswith("rotation_quaternion") else 1.0
+        return float(np.radians(rotation_tolerance_deg)) * factor
+    return float(shape_tolerance)
+
+
+def channel_groups(channel_list) -> list:
+    """Channels sharing a data path, in first-seen order: list of (data_path, kind, [Channel] by index).
+
+    A quaternion group needs its 4 components (w, x, y, z); an incomplete one is split into scalar groups."""
+    by_path: dict = {}
+    for ch in channel_list:
+        by_path.setdefault(ch.data_path, []).append(ch)
+    out = []
+    for path, members in by_path.items():
+        members = sorted(members, key=lambda c: c.index)
+        kind = group_kind(path)
+        if kind == "quaternion" and [c.index for c in members] != [0, 1, 2, 3]:
+            out.extend((path, "scalar", [c]) for c in members)
+        else:
+            out.append((path, kind, members))
+    return out
+
+
+def smooth_channels(channel_list, fps: float, strength: float) -> list:
+    """Channels with zero-phase low-passed values (core.smoothing), all filtered in one pass; quaternions are
+    re-normalized per bone. strength 0 returns the list unchanged. Values stay float32."""
+    from . import smoothing  # local: most callers never smooth
+
+    if not (0.0 <= strength <= 1.0):
+        raise ValueError(f"smoothing strength must be between 0 and 1 (got {strength})")
+    if strength == 0.0 or not channel_list:
+        return list(channel_list)
+    groups = channel_groups(channel_list)
+    members = [c for _, _, group in groups for c in group]
+    smoothed = smoothing.lowpass(np.stack([c.values for c in members], axis=1), fps, strength)  # (N, channels)
+    column = 0
+    for _, kind, group in groups:
+        if kind == "quaternion":
+            q = smoothed[:, column:column + 4]
+            q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        column += len(group)
+    return [Channel(c.data_path, c.index, c.group, smoothed[:, i].astype(np.float32)) for i, c in enumerate(members)]

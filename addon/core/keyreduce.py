@@ -7,13 +7,21 @@ computed in float32 (`berekeny`). A frame within 1e-4 of a key returns the key's
 the end key's (CONSTANT extrapolation). `evaluate_segments` / `evaluate_fcurve` replicate exactly that, so a reduced
 curve's error is measured on what Blender will play, not on an idealised spline.
 
-Keys written here are cubic Hermite: each key gets one slope m (the dense take's derivative there, central
-difference), its handles lie on that tangent at a third of the neighbouring key intervals (left handle
-x - dx_left/3, right handle x + dx_right/3), so x(u) is linear and the handles are ALIGNED (a smooth curve that an
-artist edits like any Bezier). A segment's curve depends only on its two end keys, which makes the greedy insertion
-local: insert the worst frame of every segment over tolerance until none is, then remove every key whose two
-neighbouring segments merge within tolerance (non-adjacent keys at a time, a few passes). Vectorised over all
-segments of all channel groups at once.
+Keys written here are cubic Hermite: a key stores the dense value at its frame and one slope m; its handles lie on
+that tangent at a third of the neighbouring key intervals (left handle x - dx_left/3, right handle x + dx_right/3),
+so x(u) is linear and the handles are ALIGNED (a smooth curve that an artist edits like any Bezier). A segment's curve
+depends only on its two end keys, which keeps every step local:
+  1. subdivide: starting from the end frames, insert the worst frame of every segment over tolerance (new keys take
+     the dense derivative, central differences, as slope) until no segment is over;
+  2. remove: drop every key whose two neighbouring segments merge within tolerance (non-adjacent keys at a time,
+     until none can go);
+  3. refine (one round by default): give the keys the slopes that minimise the squared error over all frames
+     (a tridiagonal system per channel), keeping the previous slope at both ends of any segment this would push
+     over tolerance, then remove again.
+Vectorised over all segments of all channel groups at once. The search evaluates segments with a fast replica
+(hermite_sample_values: Newton instead of Cardano for the time solve, equal to float32 rounding); the result is then
+checked with the exact replica, and a reduction aims 1e-4 (relative) under the tolerance, so the written curve is
+within tolerance as Blender evaluates it.
 
 Error of a channel group (all its channels share key frames):
   "quaternion" (N, 4): rotation angle in degrees between the normalized evaluated quaternion and the dense one;
@@ -167,6 +175,43 @@ def evaluate_segments(times, x0, y0, x1, y1, x2, y2, x3, y3) -> np.ndarray:
     return value.astype(_F32)
 
 
+def hermite_coefficients(x0, y0, m0, x3, y3, m3):
+    """Per segment of Hermite keys (handles at a third of the interval along the slopes m0, m3): the float32 cubic
+    coefficients Blender forms, x(u) (c1, c2, c3; (S,) float64 of float32 values) and y(u) (b0..b3; (S, C) float32),
+    plus the flat-segment flag (S, C)."""
+    third = (x3 - x0) / 3.0
+    x0f, x3f = x0.astype(_F32), x3.astype(_F32)
+    x1f, x2f = (x0 + third).astype(_F32), (x3 - third).astype(_F32)
+    y0f, y3f = y0.astype(_F32), y3.astype(_F32)
+    y1f = (y0 + m0 * third[:, None]).astype(_F32)
+    y2f = (y3 - m3 * third[:, None]).astype(_F32)
+    two, three = _F32(2.0), _F32(3.0)
+    cx = [(three * (x1f - x0f)).astype(np.float64), (three * ((x0f - two * x1f) + x2f)).astype(np.float64),
+          ((x3f - x0f) + three * (x1f - x2f)).astype(np.float64)]
+    by = [y0f, three * (y1f - y0f), three * ((y0f - two * y1f) + y2f), (y3f - y0f) + three * (y1f - y2f)]
+    flat = (np.abs(y0f - y3f) < _FLT_EPSILON) & (np.abs(y1f - y2f) < _FLT_EPSILON) & (np.abs(y2f - y3f) < _FLT_EPSILON)
+    return x0f, cx, by, flat
+
+
+def hermite_sample_values(times, seg, x0f, cx, by, flat) -> np.ndarray:
+    """Values at `times` (S,) in segments `seg` (S,) of hermite_coefficients' output, as Blender evaluates them up to
+    float32 rounding (~1e-7): the cubic x(u) = time is solved by Newton's method in double from the linear guess
+    instead of Cardano's formula (same root: x(u) is a straight line up to float32 rounding of the handle times, so
+    two steps reach double precision)."""
+    c0 = (np.take(x0f, seg) - np.asarray(times, dtype=_F32)).astype(np.float64)
+    c1, c2, c3 = np.take(cx[0], seg), np.take(cx[1], seg), np.take(cx[2], seg)
+    u = -c0 / (c1 + c2 + c3)
+    for _ in range(2):
+        u -= (((c3 * u + c2) * u + c1) * u + c0) / ((3.0 * c3 * u + 2.0 * c2) * u + c1)
+    u = u.astype(_F32)[:, None]
+    b = np.take(np.stack(by, axis=1), seg, axis=0)  # (S, 4, C)
+    uu = u * u
+    value = ((b[:, 0] + u * b[:, 1]) + uu * b[:, 2]) + (uu * u) * b[:, 3]
+    if np.any(flat):
+        value = np.where(np.take(flat, seg, axis=0), b[:, 0], value)
+    return value
+
+
 def evaluate_fcurve(key_x, key_y, left_x, left_y, right_x, right_y, interpolation, times) -> np.ndarray:
     """What FCurve.evaluate returns at `times` for keys sorted by frame, CONSTANT extrapolation, no modifiers.
 
@@ -279,12 +324,12 @@ def group_error(kind: str, approx: np.ndarray, dense: np.ndarray) -> np.ndarray:
     a = np.asarray(approx, dtype=np.float64)
     d = np.asarray(dense, dtype=np.float64)
     if kind == "quaternion":
-        a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-30)
-        d = d / np.maximum(np.linalg.norm(d, axis=-1, keepdims=True), 1e-30)
-        dot = np.clip(np.abs(np.sum(a * d, axis=-1)), 0.0, 1.0)
+        norms = np.sqrt(np.einsum("...i,...i->...", a, a) * np.einsum("...i,...i->...", d, d))
+        dot = np.clip(np.abs(np.einsum("...i,...i->...", a, d)) / np.maximum(norms, 1e-30), 0.0, 1.0)
         return np.degrees(2.0 * np.arccos(dot))
     if kind == "vector":
-        return np.linalg.norm(a - d, axis=-1)
+        diff = a - d
+        return np.sqrt(np.einsum("...i,...i->...", diff, diff))
     if kind == "scalar":
         return np.abs(a - d).max(axis=-1)
     raise ValueError(f"unknown channel group kind '{kind}' (use one of: {', '.join(KINDS)})")
@@ -292,76 +337,194 @@ def group_error(kind: str, approx: np.ndarray, dense: np.ndarray) -> np.ndarray:
 
 # --- reduction ------------------------------------------------------------------------------------------------------
 
+def _expand(a: np.ndarray, b: np.ndarray):
+    """Interior frames of segments (a, b): (segment of each sample, frame index of each sample, first sample of each
+    segment, samples per segment)."""
+    count = b - a - 1
+    seg = np.repeat(np.arange(len(a)), count)
+    starts = np.cumsum(count) - count
+    return seg, a[seg] + 1 + (np.arange(len(seg)) - starts[seg]), starts, count
+
+
 class _Batch:
-    """Channel groups of one kind and width, reduced together: values (G, N, C)."""
+    """Channel groups of one kind and width, reduced together: values (G, N, C).
+
+    `slopes` holds the slope each frame would get as a key: the dense derivative until a refinement round gives the
+    current keys least-squares slopes.
+    """
 
     def __init__(self, frames, dense, kind, tolerance):
         self.x = np.asarray(frames, dtype=np.float64)
         self.dense = np.asarray(dense, dtype=np.float64)                    # (G, N, C) what the error compares to
         self.keys = self.dense.astype(_F32)                                  # what a key stores
-        self.slopes = np.moveaxis(dense_slopes(self.x, np.moveaxis(self.dense, 1, 0)), 0, 1)  # (G, N, C)
+        self.dense_slopes = np.moveaxis(dense_slopes(self.x, np.moveaxis(self.dense, 1, 0)), 0, 1)  # (G, N, C)
+        self.slopes = self.dense_slopes.copy()
+        self.width = self.dense.shape[2]
+        self.flat_dense = self.dense.reshape(-1, self.width)
         self.kind = kind
-        self.tolerance = np.asarray(tolerance, dtype=np.float64)            # (G,)
+        self.exact = False  # True: evaluate_segments (Cardano, Blender's branches) instead of the Newton fast path
+        self.limit = np.asarray(tolerance, dtype=np.float64) * _TOLERANCE_MARGIN  # (G,)
 
     def segment_errors(self, g, a, b):
-        """Max error and its frame index over the interior of segments (g, a, b) (all int arrays, b > a + 1).
-        Returns (max_error (S,), worst index (S,))."""
-        count = b - a - 1
-        seg = np.repeat(np.arange(len(a)), count)
-        starts = np.cumsum(count) - count
-        idx = a[seg] + 1 + (np.arange(len(seg)) - starts[seg])
-        gs, ia, ib = g[seg], a[seg], b[seg]
-        x0, x3 = self.x[ia], self.x[ib]
-        third = (x3 - x0) / 3.0
-        err = group_error(self.kind, evaluate_segments(
-            self.x[idx], x0, self.keys[gs, ia], x0 + third, self.dense[gs, ia] + self.slopes[gs, ia] * third[:, None],
-            x3 - third, self.dense[gs, ib] - self.slopes[gs, ib] * third[:, None], x3, self.keys[gs, ib]),
-            self.dense[gs, idx])
+        """Max error and its frame index over the interior of segments (g, a, b) (int arrays, b > a + 1), with the
+        curve Blender evaluates from the keys' values and current slopes (hermite_segment_values; exact replica
+        when self.exact). Returns (max_error (S,), index (S,))."""
+        seg, idx, starts, _ = _expand(a, b)
+        n = len(self.x)
+        row_a, row_b = g * n + a, g * n + b  # per segment
+        x0, x3 = self.x[a], self.x[b]
+        y0, y3 = self.flat_dense.take(row_a, axis=0), self.flat_dense.take(row_b, axis=0)
+        slopes = self.slopes.reshape(-1, self.width)
+        m0, m3 = slopes.take(row_a, axis=0), slopes.take(row_b, axis=0)
+        if self.exact:  # per sample
+            x0, x3, y0, y3, m0, m3 = x0[seg], x3[seg], y0[seg], y3[seg], m0[seg], m3[seg]
+            third = ((x3 - x0) / 3.0)[:, None]
+            values = evaluate_segments(self.x[idx], x0, y0, x0 + third[:, 0], y0 + m0 * third, x3 - third[:, 0],
+                                       y3 - m3 * third, x3, y3)
+        else:
+            values = hermite_sample_values(self.x[idx], seg, *hermite_coefficients(x0, y0, m0, x3, y3, m3))
+        err = group_error(self.kind, values, self.flat_dense.take(g[seg] * n + idx, axis=0))
         worst = np.maximum.reduceat(err, starts)
-        at_worst = err == worst[seg]
-        first = np.flatnonzero(at_worst)
-        seg_first, pick = np.unique(seg[first], return_index=True)
-        worst_idx = np.empty(len(a), dtype=np.int64)
-        worst_idx[seg_first] = idx[first[pick]]
+        at = np.where(err == worst[seg], np.arange(len(err)), len(err))
+        worst_idx = idx[np.minimum.reduceat(at, starts)]
         return worst, worst_idx
 
-    def reduce(self, removal_passes: int = 6) -> np.ndarray:
-        """(G, N) bool mask of the kept keys."""
-        groups, n = self.dense.shape[:2]
-        keep = np.zeros((groups, n), dtype=bool)
-        keep[:, 0] = keep[:, -1] = True
-        limit = self.tolerance * _TOLERANCE_MARGIN
-        g = np.arange(groups)
-        a = np.zeros(groups, dtype=np.int64)
-        b = np.full(groups, n - 1, dtype=np.int64)
-        while len(a):  # subdivide at the worst frame until every segment is within tolerance
+    def _segments(self, keep):
+        """(g, a, b) of every segment between neighbouring kept keys."""
+        kg, ki = np.nonzero(keep)
+        same = kg[1:] == kg[:-1]
+        return kg[:-1][same], ki[:-1][same], ki[1:][same]
+
+    def _violations(self, keep) -> np.ndarray:
+        """(g, a, b) segments over tolerance, as a (3, S) array."""
+        g, a, b = self._segments(keep)
+        inner = b - a > 1
+        g, a, b = g[inner], a[inner], b[inner]
+        if not len(a):
+            return np.zeros((3, 0), dtype=np.int64)
+        worst, _ = self.segment_errors(g, a, b)
+        bad = worst > self.limit[g]
+        return np.stack([g[bad], a[bad], b[bad]])
+
+    def _subdivide(self, keep) -> None:
+        """Insert the worst frame of every segment over tolerance until none is (new keys take dense slopes)."""
+        g, a, b = self._segments(keep)
+        while len(a):
             inner = b - a > 1
             g, a, b = g[inner], a[inner], b[inner]
             if not len(a):
                 break
             worst, at = self.segment_errors(g, a, b)
-            bad = worst > limit[g]
+            bad = worst > self.limit[g]
             g, a, b, at = g[bad], a[bad], b[bad], at[bad]
             keep[g, at] = True
+            self.slopes[g, at] = self.dense_slopes[g, at]
             g, a, b = np.concatenate([g, g]), np.concatenate([a, at]), np.concatenate([at, b])
-        for _ in range(removal_passes):  # drop keys whose neighbours' merged segment is within tolerance
+
+    def _remove(self, keep, passes: int = 8) -> None:
+        """Drop keys whose neighbours' merged segment is within tolerance, non-adjacent keys at a time."""
+        n = keep.shape[1]
+        for _ in range(passes):
             kg, ki = np.nonzero(keep)
             interior = np.flatnonzero((ki != 0) & (ki != n - 1))
             if not len(interior):
-                break
-            prev_i, next_i = ki[interior - 1], ki[interior + 1]
-            worst, _ = self.segment_errors(kg[interior], prev_i, next_i)
-            removable = worst <= limit[kg[interior]]
+                return
+            worst, _ = self.segment_errors(kg[interior], ki[interior - 1], ki[interior + 1])
+            removable = worst <= self.limit[kg[interior]]
             if not np.any(removable):
-                break
-            # non-adjacent keys only: every other key of each run of removable neighbours
+                return
+            # every other key of each run of removable neighbours
             run_start = removable & ~np.concatenate([[False], removable[:-1] & (np.diff(interior) == 1)])
             run_id = np.cumsum(run_start)
             position = np.arange(len(removable)) - np.flatnonzero(run_start)[np.maximum(run_id - 1, 0)]
-            chosen = removable & (position % 2 == 0)
-            if not np.any(chosen):
+            chosen = interior[removable & (position % 2 == 0)]
+            keep[kg[chosen], ki[chosen]] = False
+
+    def _least_squares_slopes(self, keep) -> np.ndarray:
+        """(G, N, C) slopes with the kept keys' slopes minimising the squared error over all frames (values fixed),
+        a small pull towards the dense slopes keeping every system well posed. Tridiagonal per group and channel,
+        solved for all groups at once."""
+        groups, _, width = self.dense.shape
+        counts = keep.sum(axis=1)
+        kmax = int(counts.max())
+        kg, ki = np.nonzero(keep)
+        pos = np.arange(len(kg)) - (np.cumsum(counts) - counts)[kg]         # key number within its group
+        g, a, b = self._segments(keep)
+        first = pos[:-1][kg[1:] == kg[:-1]]                                   # key number of each segment's start
+        diag = np.zeros((groups, kmax))
+        off = np.zeros((groups, kmax))
+        rhs = np.zeros((groups, kmax, width))
+        seg, idx, starts, count = _expand(a, b)
+        if len(seg):
+            gs, ia, ib = g[seg], a[seg], b[seg]
+            h = self.x[ib] - self.x[ia]
+            t = (self.x[idx] - self.x[ia]) / h
+            t2, t3 = t * t, t * t * t
+            wa = (t3 - 2 * t2 + t) * h                                        # d value / d left slope
+            wb = (t3 - t2) * h                                                # d value / d right slope
+            base = ((2 * t3 - 3 * t2 + 1)[:, None] * self.dense[gs, ia]
+                    + (3 * t2 - 2 * t3)[:, None] * self.dense[gs, ib])
+            e = self.dense[gs, idx] - base
+            has = count > 0
+            st = starts[has]
+            sg, sf = g[has], first[has]
+
+            def total(v):
+                return np.add.reduceat(v, st, axis=0)
+
+            np.add.at(diag, (sg, sf), total(wa * wa))
+            np.add.at(diag, (sg, sf + 1), total(wb * wb))
+            np.add.at(off, (sg, sf), total(wa * wb))
+            np.add.at(rhs, (sg, sf), total(wa[:, None] * e))
+            np.add.at(rhs, (sg, sf + 1), total(wb[:, None] * e))
+        ridge = 1e-3 * (1.0 + diag)
+        dense_at_keys = np.zeros((groups, kmax, width))
+        dense_at_keys[kg, pos] = self.dense_slopes[kg, ki]
+        rhs += ridge[..., None] * dense_at_keys
+        diag += ridge
+        # Thomas algorithm along the keys (padding rows are identity: diag 1+1e-3, off 0, rhs 0)
+        cp = np.zeros((groups, kmax))
+        dp = np.zeros((groups, kmax, width))
+        cp[:, 0] = off[:, 0] / diag[:, 0]
+        dp[:, 0] = rhs[:, 0] / diag[:, 0, None]
+        for i in range(1, kmax):
+            den = diag[:, i] - off[:, i - 1] * cp[:, i - 1]
+            cp[:, i] = off[:, i] / den
+            dp[:, i] = (rhs[:, i] - off[:, i - 1, None] * dp[:, i - 1]) / den[:, None]
+        m = np.zeros((groups, kmax, width))
+        m[:, -1] = dp[:, -1]
+        for i in range(kmax - 2, -1, -1):
+            m[:, i] = dp[:, i] - cp[:, i, None] * m[:, i + 1]
+        slopes = self.slopes.copy()
+        slopes[kg, ki] = m[kg, pos]
+        return slopes
+
+    def _refine_slopes(self, keep) -> None:
+        """Give the keys least-squares slopes where that keeps every segment within tolerance: keys at the ends of
+        segments that would break it keep their previous slopes (reverting all is the previous, valid state)."""
+        previous = self.slopes
+        self.slopes = self._least_squares_slopes(keep)
+        for _ in range(64):
+            g, a, b = self._violations(keep)
+            if not len(g):
+                return
+            self.slopes[g, a] = previous[g, a]
+            self.slopes[g, b] = previous[g, b]
+        self.slopes = previous
+
+    def reduce(self, rounds: int = 1) -> np.ndarray:
+        """(G, N) bool mask of the kept keys: subdivide, remove, then rounds of least-squares slopes + removal."""
+        groups, n = self.dense.shape[:2]
+        keep = np.zeros((groups, n), dtype=bool)
+        keep[:, 0] = keep[:, -1] = True
+        self._subdivide(keep)
+        self._remove(keep)
+        for _ in range(rounds):
+            before = int(keep.sum())
+            self._refine_slopes(keep)
+            self._remove(keep)
+            if int(keep.sum()) == before:
                 break
-            keep[kg[interior[chosen]], ki[interior[chosen]]] = False
         return keep
 
     def keys_of(self, keep: np.ndarray) -> list:
@@ -401,9 +564,17 @@ def reduce_groups(frames: np.ndarray, groups: list) -> list:
     for (kind, _), members in batches.items():
         batch = _Batch(x, np.stack([v for _, v, _ in members]), kind, [t for _, _, t in members])
         keep = batch.reduce() if len(x) > 2 else np.ones((len(members), len(x)), dtype=bool)
-        for (i, v, _), keys in zip(members, batch.keys_of(keep)):
-            keys.max_error = float(curve_error(x, v, keys, kind).max(initial=0.0))
-            results[i] = keys
+        keys = batch.keys_of(keep)
+        errors = [float(curve_error(x, v, k, kind).max(initial=0.0)) for (_, v, _), k in zip(members, keys)]
+        if any(e > t for e, (_, _, t) in zip(errors, members)):
+            # never seen: the fast path and Blender's exact replica differ by float rounding only
+            batch.exact = True
+            batch._subdivide(keep)
+            keys = batch.keys_of(keep)
+            errors = [float(curve_error(x, v, k, kind).max(initial=0.0)) for (_, v, _), k in zip(members, keys)]
+        for (i, _, _), k, error in zip(members, keys, errors):
+            k.max_error = error
+            results[i] = k
     return results
 
 

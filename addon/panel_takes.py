@@ -1,0 +1,68 @@
+"""SHEG sidebar sub-panel "Take Cleanup": key density for new takes, and per take: reduce keys, add a tweak layer,
+bake take + tweaks. The key-density settings are drawn when the scene settings have them (props.py:
+key_density, rotation_tolerance, location_tolerance, shape_tolerance, smoothing)."""
+
+from __future__ import annotations
+
+import bpy
+
+from . import operators_takes, takes
+
+KEY_SETTINGS = ("key_density", "rotation_tolerance", "location_tolerance", "shape_tolerance", "smoothing")
+
+
+class SHEG_PT_take_cleanup(bpy.types.Panel):
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "SHEG"
+    bl_label = "Take Cleanup"
+    bl_parent_id = "SHEG_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        settings = getattr(context.scene, "sheg", None)
+        if settings is None:
+            return
+        if all(hasattr(settings, name) for name in KEY_SETTINGS):
+            col = layout.column()
+            col.use_property_split = True
+            col.use_property_decorate = False
+            col.label(text="New takes")
+            col.prop(settings, "key_density", expand=True)
+            sub = col.column(align=True)
+            sub.active = settings.key_density == "REDUCED"
+            sub.prop(settings, "rotation_tolerance")
+            sub.prop(settings, "location_tolerance")
+            sub.prop(settings, "shape_tolerance")
+            col.prop(settings, "smoothing", slider=True)
+
+        armature = settings.armature
+        if armature is None:
+            layout.label(text="No target armature")
+            return
+        if operators_takes._tweaking_owners(armature):
+            box = layout.box()
+            box.label(text="Tweaking: new keys go to the tweak layer", icon="NLA")
+            box.operator("sheg.finish_tweak", icon="CHECKMARK")
+        found = takes.list_takes(armature)
+        if not found:
+            layout.label(text="No takes yet")
+            return
+        for take in reversed(found):  # newest first
+            box = layout.box()
+            row = box.row(align=True)
+            row.label(text=take["name"], icon="HIDE_ON" if take["mute"] else "ACTION")
+            for idname, icon in (("sheg.reduce_take_keys", "IPO_BEZIER"), ("sheg.add_tweak_layer", "NLA_PUSHDOWN"),
+                                 ("sheg.bake_take", "KEYFRAME_HLT")):
+                op = row.operator(idname, text="", icon=icon)
+                op.take_name = take["name"]
+            detail = f"{take['keys']} keys"
+            if take["tweak_layers"]:
+                detail += f" · {take['tweak_layers']} tweak layer{'s' if take['tweak_layers'] > 1 else ''}"
+            if take["baked_from"]:
+                detail += f" · baked from {take['baked_from']}"
+            box.label(text=detail)
+
+
+classes = (SHEG_PT_take_cleanup,)
