@@ -91,6 +91,8 @@ class Model:
         self.default_steps = int(sampler.get("steps", 25))
         self.default_jumps = int(sampler.get("jump_n_sample", 5))
         self.jump_length = int(sampler.get("jump_length", 3))
+        clip = sampler.get("clip_x0")
+        self.clip_x0 = None if clip is None else float(clip)
         self.default_guidance = float(meta.get("guidance_scale", 1.0))
         self.default_style = int(meta.get("default_style", 0))
         self.uses_hubert = bool(getattr(net.config, "use_hubert", False))
@@ -204,9 +206,17 @@ class Model:
 
             def denoise(x_t, t):
                 batch = x_t.shape[0]
-                return self.net(x_t, t, self.schedule.x0_coeffs(t), mel_w.expand(batch, -1, -1),
-                                None if hub_w is None else hub_w.expand(batch, -1, -1),
-                                style_vec.expand(batch, -1), guidance_scale=guidance)
+                coeffs = self.schedule.x0_coeffs(t)
+                eps = self.net(x_t, t, coeffs, mel_w.expand(batch, -1, -1),
+                               None if hub_w is None else hub_w.expand(batch, -1, -1),
+                               style_vec.expand(batch, -1), guidance_scale=guidance)
+                if self.clip_x0 is None:
+                    return eps
+                # Clip the implied clean motion to +-clip_x0 standard deviations and return the noise that agrees
+                # with it (guided-diffusion's clip_denoised, in normalized units). Off for official checkpoints.
+                c1, c2 = coeffs
+                x0 = (c1 * x_t - c2 * eps).clamp(-self.clip_x0, self.clip_x0)
+                return (c1 * x_t - x0) / c2
             return denoise
 
         total_calls = count_model_calls(frames, self.window, overlap, steps, self.jump_length, jumps, resample)

@@ -211,3 +211,18 @@ def test_worker_protocol_generate_cancel_errors_shutdown(worker, tiny_model_dir,
     bye, _ = worker.until(worker.send(cmd="shutdown"))
     assert bye["event"] == "bye"
     assert worker.proc.wait(timeout=10) == 0
+
+
+def test_clip_x0_bounds_the_motion_in_normalized_units(tiny_model_dir, tmp_path):
+    import shutil
+
+    clipped_dir = tmp_path / "clipped"
+    shutil.copytree(tiny_model_dir, clipped_dir)
+    meta = json.loads((clipped_dir / "model.json").read_text())
+    meta["sampler"]["clip_x0"] = 0.5
+    (clipped_dir / "model.json").write_text(json.dumps(meta))
+    audio = (np.random.default_rng(2).standard_normal(18000 * 2).astype(np.float32) * 0.1, 18000)
+    free = sheg.load_model(tiny_model_dir, device="cpu").generate(audio, seed=1, steps=4).vector
+    clipped = sheg.load_model(str(clipped_dir), device="cpu").generate(audio, seed=1, steps=4).vector
+    # tiny model stats: mean 0, std 0.1 -> |x| <= 0.05 (the final DDIM step returns the clipped x0 at t = 0)
+    assert np.abs(clipped).max() <= 0.05 + 1e-4 < np.abs(free).max()
