@@ -10,7 +10,6 @@ the .tar name; they are read with `torch.load(weights_only=True)` only, never wi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .take import sha256_of
 from .errors import BadInput, CheckpointError, DeviceError, ShegError
 from .unieg import UniEG, UniEGConfig
 
@@ -547,14 +547,6 @@ def official_stats(profile: str, stats_path) -> tuple[np.ndarray, np.ndarray]:
 # import
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def import_diffsheg(ckpt_path, profile: str, stats_path, out_dir, *, name: str | None = None) -> Path:
     """Turn an official DiffSHEG checkpoint + its statistics into a SHEG model folder; returns the folder.
 
@@ -583,7 +575,7 @@ def import_diffsheg(ckpt_path, profile: str, stats_path, out_dir, *, name: str |
         "default_style": spec["default_style"],
         "guidance_scale": spec["guidance_scale"],
         "sampler": {"steps": 25, "jump_length": 3, "jump_n_sample": spec["jump_n_sample"]},
-        "source": {"file": ckpt_path.name, "sha256": _sha256(ckpt_path),
+        "source": {"file": ckpt_path.name, "sha256": sha256_of(str(ckpt_path)),
                    "epoch": int(epoch) if isinstance(epoch, (int, np.integer)) else None},
         "license": LICENSE,
     }

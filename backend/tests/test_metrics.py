@@ -56,6 +56,10 @@ def test_skeleton_matches_the_addon_table():
     assert tuple(addon.JOINT_NAMES) == skeleton.JOINT_NAMES
     assert tuple(addon.PARENTS) == skeleton.PARENTS
     assert np.array_equal(np.asarray(addon.STANDIN_REST_JOINTS, dtype=np.float64), skeleton.REST_JOINTS)
+    # the two sides of the process boundary must also agree on the ARKit weight order of BEAT models
+    from sheg.layouts import ARKIT_NAMES
+
+    assert tuple(addon.ARKIT_NAMES) == ARKIT_NAMES
 
 
 def test_rodrigues_matches_known_rotations():
