@@ -60,10 +60,10 @@ class _ToleranceOptions:
                                    description="Largest allowed error of an expression shape-key value")
 
     def _defaults_from_scene(self, context) -> None:
-        settings = getattr(context.scene, "sheg", None)
+        """Unset tolerances (and smoothing, where the operator has it) default to the panel's key settings."""
+        settings = context.scene.sheg
         for name in ("rotation_tolerance", "location_tolerance", "shape_tolerance", "smoothing"):
-            if settings is not None and hasattr(settings, name) and hasattr(self, name) \
-                    and not self.properties.is_property_set(name):
+            if hasattr(self, name) and not self.properties.is_property_set(name):
                 setattr(self, name, getattr(settings, name))
 
     def _tolerances(self) -> dict:
@@ -167,7 +167,7 @@ class SHEG_OT_bake_take(bpy.types.Operator, _TakeOperator, _ToleranceOptions):
     def invoke(self, context, event):
         self._defaults_from_scene(context)
         settings = context.scene.sheg
-        if hasattr(settings, "key_density") and not self.properties.is_property_set("keys"):
+        if not self.properties.is_property_set("keys"):
             self.keys = settings.key_density
         return self.execute(context)
 

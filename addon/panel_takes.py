@@ -1,15 +1,12 @@
 """SHEG sidebar sub-panel "Take Cleanup": key density for new takes, and per take: reduce keys, add a tweak layer,
-bake take + tweaks. The key-density settings are drawn when the scene settings have them (props.py:
-key_density, rotation_tolerance, location_tolerance, shape_tolerance, smoothing)."""
+bake take + tweaks. The key-density settings are the scene's (props.py: key_density, rotation_tolerance,
+location_tolerance, shape_tolerance, smoothing)."""
 
 from __future__ import annotations
 
 import bpy
 
 from . import operators_takes, takes
-
-KEY_SETTINGS = ("key_density", "rotation_tolerance", "location_tolerance", "shape_tolerance", "smoothing")
-
 
 class SHEG_PT_take_cleanup(bpy.types.Panel):
     bl_space_type = "VIEW_3D"
@@ -21,21 +18,18 @@ class SHEG_PT_take_cleanup(bpy.types.Panel):
 
     def draw(self, context):
         layout = self.layout
-        settings = getattr(context.scene, "sheg", None)
-        if settings is None:
-            return
-        if all(hasattr(settings, name) for name in KEY_SETTINGS):
-            col = layout.column()
-            col.use_property_split = True
-            col.use_property_decorate = False
-            col.label(text="New takes")
-            col.prop(settings, "key_density", expand=True)
-            sub = col.column(align=True)
-            sub.active = settings.key_density == "REDUCED"
-            sub.prop(settings, "rotation_tolerance")
-            sub.prop(settings, "location_tolerance")
-            sub.prop(settings, "shape_tolerance")
-            col.prop(settings, "smoothing", slider=True)
+        settings = context.scene.sheg
+        col = layout.column()
+        col.use_property_split = True
+        col.use_property_decorate = False
+        col.label(text="New takes")
+        col.prop(settings, "key_density", expand=True)
+        sub = col.column(align=True)
+        sub.active = settings.key_density == "REDUCED"
+        sub.prop(settings, "rotation_tolerance")
+        sub.prop(settings, "location_tolerance")
+        sub.prop(settings, "shape_tolerance")
+        col.prop(settings, "smoothing", slider=True)
 
         armature = settings.armature
         if armature is None:
