@@ -19,7 +19,7 @@ import time
 import bpy
 
 from . import backend_env, rig, strip_audio, takes
-from .core import takefile, worker_client
+from .core import rigfile, takefile, worker_client
 from .core.worker_client import DONE, FAILED, RUNNING, WorkerError
 from .prefs import ShegPreferences
 
@@ -266,10 +266,36 @@ def import_take(filepath, armature=None, face_mesh=None, start_frame=None, *, co
                              **key_options(settings, options))
 
 
-def create_rig(name="SMPLX-neutral", with_face=True, *, context=None):
-    """Stand-in SMPL-X rig (+ face mesh); also chosen as the panel's target. Returns (armature, face or None)."""
+def rig_model_file(context=None, model_file=None) -> str:
+    """The SMPL-X model file Create SMPL-X Rig reads (absolute), or "" for the stand-in rig.
+
+    model_file None: the preference's SMPL-X Model; "": the stand-in even when the preference is set."""
+    if model_file is None:
+        model_file = ShegPreferences.from_context(context).smplx_model_path
+    return bpy.path.abspath(model_file) if model_file else ""
+
+
+def create_rig(name=None, with_face=True, *, context=None, model_file=None, python=None):
+    """SMPL-X rig (+ face mesh); also chosen as the panel's target. Returns (armature, face or None).
+
+    With an SMPL-X model file (model_file=, else Preferences > SMPL-X Model) the rig is exact: the backend Python
+    (python=, else the preferences') reads the file with the `smplx` package (blocks a few seconds), and the rig
+    gets the model's rest joints, its mesh with skinning weights and its expression shape keys on one mesh
+    `<name>-mesh` (also the face returned). Without one (or model_file=""): the stand-in rig, no SMPL-X data needed.
+    name defaults to SMPLX-<gender>. Raises ValueError (one line) and leaves the scene unchanged on failure.
+    """
     context = context or bpy.context
-    armature, face = rig.create_smplx_rig(context, name=name, with_face=with_face)
+    path = rig_model_file(context, model_file)
+    if path:
+        problem = backend_problem(context, python)
+        if problem:
+            raise ValueError(f"{problem} (needed to read the SMPL-X model file)")
+        python = python or ShegPreferences.from_context(context).backend_python()
+        model = rigfile.rig_from_model_file(python, path)
+        armature, face = rig.create_smplx_rig(context, name=name or f"SMPLX-{model.gender}", with_face=with_face,
+                                              model=model)
+    else:
+        armature, face = rig.create_smplx_rig(context, name=name or "SMPLX-neutral", with_face=with_face)
     context.scene.sheg.armature = armature
     if face is not None:
         context.scene.sheg.face_mesh = face

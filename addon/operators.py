@@ -7,6 +7,7 @@ never run. The take is written inside the operator, so one undo step removes it.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 
@@ -200,18 +201,29 @@ class SHEG_OT_new_seed(bpy.types.Operator):
 class SHEG_OT_create_rig(bpy.types.Operator):
     bl_idname = "sheg.create_rig"
     bl_label = "Create SMPL-X Rig"
-    bl_description = "Add a stand-in SMPL-X armature with a face mesh (no SMPL-X data needed) and target it"
+    bl_description = ("Add an SMPL-X armature with a face mesh and target it: the exact rig from your SMPL-X model "
+                      "file when Preferences > SHEG > SMPL-X Model is set (read by the backend), else a stand-in "
+                      "(no SMPL-X data needed)")
     bl_options = {"REGISTER", "UNDO"}
 
-    with_face: BoolProperty(name="Face Mesh", default=True)
+    with_face: BoolProperty(name="Face Mesh", default=True,
+                            description="Expression shape keys Exp000.. (on the model's own mesh, or a stand-in face)")
 
     def execute(self, context):
+        model_file = api.rig_model_file(context)
+        window = context.window if model_file else None
+        if window is not None:
+            window.cursor_set("WAIT")  # the backend reads the model file: a few seconds
         try:
             armature, face = api.create_rig(with_face=self.with_face, context=context)
         except ValueError as exc:
             self.report({"ERROR"}, one_line(str(exc)))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"Created '{armature.name}'" + (f" and '{face.name}'" if face else ""))
+        finally:
+            if window is not None:
+                window.cursor_set("DEFAULT")
+        source = f" from {os.path.basename(model_file)}" if model_file else " (stand-in)"
+        self.report({"INFO"}, f"Created '{armature.name}'" + (f" and '{face.name}'" if face else "") + source)
         return {"FINISHED"}
 
 

@@ -36,6 +36,9 @@ class SHEG_PT_main(bpy.types.Panel):
         col.prop(settings, "armature")
         if settings.armature is None:
             col.operator("sheg.create_rig", icon="ARMATURE_DATA")
+            model_file = api.rig_model_file(context)
+            col.label(text=f"Exact rig from {os.path.basename(model_file)}" if model_file else
+                      "Stand-in rig (set an SMPL-X model file in Preferences for the exact one)", icon="INFO")
         col.prop(settings, "face_mesh")
 
         col = layout.column()

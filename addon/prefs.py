@@ -44,7 +44,9 @@ class ShegPreferences(bpy.types.AddonPreferences):
     model_folder_index: IntProperty()
     smplx_model_path: StringProperty(
         name="SMPL-X Model", subtype="FILE_PATH",
-        description="Optional SMPLX_NEUTRAL.npz from smpl-x.is.tue.mpg.de (never shipped: its licence forbids it)")
+        description="Optional SMPLX_NEUTRAL.npz from smpl-x.is.tue.mpg.de (never shipped: its licence forbids it). "
+                    "Create SMPL-X Rig then builds the exact rig from it; the backend Python needs "
+                    "`pip install smplx==0.1.28`")
     hubert_path: StringProperty(name="HuBERT", subtype="DIR_PATH",
                                 description="Optional local HuBERT-large folder for models that use HuBERT")
     torch_index_url: StringProperty(name="PyTorch Index", description="Optional pip index URL for torch "
@@ -121,6 +123,9 @@ class ShegPreferences(bpy.types.AddonPreferences):
         col = layout.column()
         col.use_property_split = True
         col.prop(self, "smplx_model_path")
+        col.label(text=("Create SMPL-X Rig: exact rig from this file (backend needs: pip install smplx==0.1.28)"
+                        if self.smplx_model_path else "Create SMPL-X Rig: stand-in rig (no SMPL-X model file set)"),
+                  icon="INFO")
         col.prop(self, "hubert_path")
 
         row = layout.row()

@@ -1,8 +1,9 @@
-"""SMPL-X rigs in Blender: build the stand-in armature + body + face, find SMPL-X bones and face shape keys.
+"""SMPL-X rigs in Blender: build the stand-in armature + body + face, or the exact rig from the user's SMPL-X model
+file (core.rigfile), find SMPL-X bones and face shape keys.
 
 Bone rest frames follow the official SMPL-X add-on: head at the joint ((x, y, z)_SMPL-X -> Blender (x, -z, y)),
 tail straight up (+Z), roll 0, so every bone's local axes are the SMPL-X axes and an axis-angle becomes the pose
-bone's quaternion directly. The stand-in stands with its soles on the armature's origin (pelvis 0.96 m up).
+bone's quaternion directly. Both rigs stand with their soles on the armature's origin (stand-in pelvis 0.96 m up).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
-from .core import quaternions, smplx, standin
+from .core import quaternions, rigfile, smplx, standin
 
 _BONE_LENGTH = 0.1         # body bones, as the official add-on
 _SMALL_BONE_LENGTH = 0.03  # fingers, jaw and eyes: same direction, only shorter so they stay readable
@@ -79,9 +80,48 @@ def _build_bones(armature_data, heads: np.ndarray) -> None:
         bones.append(bone)
 
 
-def create_smplx_rig(context, name: str = "SMPLX-neutral", with_face: bool = True):
-    """Stand-in SMPL-X armature (root + 55 bones, quaternion rotations) with a body mesh and, optionally, a face mesh
-    with shape keys Basis + Exp000..Exp099, at the 3D cursor. Returns (armature_obj, face_obj or None).
+def _new_model_mesh(name, model: rigfile.ModelRig, lift: np.ndarray, armature, created, with_expressions: bool):
+    """The model's own mesh: vertex groups from its skinning weights and, optionally, Basis + Exp### shape keys."""
+    mesh = bpy.data.meshes.new(name)
+    created.append(mesh)
+    basis = smplx.smplx_to_blender(model.vertices) + lift
+    mesh.from_pydata(basis.tolist(), [], model.faces.tolist())
+    mesh.validate()
+    mesh.polygons.foreach_set("use_smooth", np.ones(len(mesh.polygons), dtype=bool))
+    material = bpy.data.materials.new(name)
+    created.append(material)
+    material.diffuse_color = (0.8, 0.66, 0.58, 1.0)
+    mesh.materials.append(material)
+    obj = bpy.data.objects.new(name, mesh)
+    created.append(obj)
+    groups = rigfile.vertex_groups(model.weights)
+    for joint in smplx.JOINT_NAMES:  # every joint gets its group, in joint order, even one that moves nothing
+        group = obj.vertex_groups.new(name=joint)
+        if joint in groups:
+            for indices, weight in rigfile.runs_of_equal_weight(*groups[joint]):
+                group.add(indices.tolist(), weight, "REPLACE")
+    if with_expressions:
+        obj.shape_key_add(name="Basis", from_mix=False)
+        for k, delta in enumerate(model.expressions):
+            block = obj.shape_key_add(name=smplx.EXPRESSION_KEY_FORMAT.format(k), from_mix=False)
+            block.slider_min, block.slider_max = -_EXPRESSION_SLIDER, _EXPRESSION_SLIDER
+            block.value = 0.0
+            block.data.foreach_set("co", (basis + smplx.smplx_to_blender(delta)).astype(np.float32).ravel())
+    obj.parent = armature
+    modifier = obj.modifiers.new("Armature", "ARMATURE")
+    modifier.object = armature
+    return obj
+
+
+def create_smplx_rig(context, name: str = "SMPLX-neutral", with_face: bool = True,
+                     model: rigfile.ModelRig | None = None):
+    """SMPL-X armature (root + 55 bones, quaternion rotations) at the 3D cursor. Returns (armature_obj, face_obj or
+    None).
+
+    model None: the stand-in, with a body mesh and, optionally, a face mesh with shape keys Basis + Exp000..Exp099.
+    model (core.rigfile.ModelRig, from the user's SMPL-X model file): bones at its exact rest joints and one mesh
+    `<name>-mesh` with its vertices, faces, skinning weights (55 vertex groups) and, with_face, its expression shape
+    keys; that mesh is also the face returned.
 
     Nothing is left behind on failure. The armature becomes the active, only selected object.
     """
@@ -90,8 +130,12 @@ def create_smplx_rig(context, name: str = "SMPLX-neutral", with_face: bool = Tru
     _object_mode(context)
     view_layer = context.view_layer
     collection = context.collection or context.scene.collection
-    lift = np.array([0.0, 0.0, smplx.STANDIN_PELVIS_HEIGHT])
-    heads = smplx.smplx_to_blender(smplx.STANDIN_REST_JOINTS) + lift
+    if model is None:
+        lift = np.array([0.0, 0.0, smplx.STANDIN_PELVIS_HEIGHT])
+        heads = smplx.smplx_to_blender(smplx.STANDIN_REST_JOINTS) + lift
+    else:
+        lift = np.array([0.0, 0.0, rigfile.ground_offset(model.vertices)])
+        heads = smplx.smplx_to_blender(model.joints) + lift
     created = []
     previous_active = view_layer.objects.active
     try:
@@ -111,14 +155,14 @@ def create_smplx_rig(context, name: str = "SMPLX-neutral", with_face: bool = Tru
         for pose_bone in armature.pose.bones:
             pose_bone.rotation_mode = "QUATERNION"
 
-        body = _new_mesh_object(f"{name}-body", standin.body_mesh(), lift, armature, (0.72, 0.72, 0.75, 1.0), created)
-        collection.objects.link(body)
-        face = None
-        if with_face:
-            face_geo = standin.face_mesh()
-            face = _new_mesh_object(f"{name}-face", face_geo, lift, armature, (0.85, 0.68, 0.6, 1.0), created)
-            _add_expression_keys(face, face_geo, lift)
-            collection.objects.link(face)
+        if model is not None:
+            mesh = _new_model_mesh(f"{name}-mesh", model, lift, armature, created, with_face)
+            collection.objects.link(mesh)
+            face = mesh if with_face else None
+            armature["sheg_smplx_model"] = model.source_file  # provenance for the user: which model file
+            armature["sheg_smplx_model_sha256"] = model.source_sha256
+        else:
+            face = _build_standin_meshes(name, lift, armature, with_face, collection, created)
     except BaseException:
         _remove(created)
         if previous_active is not None and previous_active.name in view_layer.objects:
@@ -128,6 +172,19 @@ def create_smplx_rig(context, name: str = "SMPLX-neutral", with_face: bool = Tru
         obj.select_set(obj == armature)
     view_layer.objects.active = armature
     return armature, face
+
+
+def _build_standin_meshes(name, lift, armature, with_face, collection, created):
+    """The stand-in's body mesh and, with_face, its face mesh with expression keys; returns the face or None."""
+    body = _new_mesh_object(f"{name}-body", standin.body_mesh(), lift, armature, (0.72, 0.72, 0.75, 1.0), created)
+    collection.objects.link(body)
+    face = None
+    if with_face:
+        face_geo = standin.face_mesh()
+        face = _new_mesh_object(f"{name}-face", face_geo, lift, armature, (0.85, 0.68, 0.6, 1.0), created)
+        _add_expression_keys(face, face_geo, lift)
+        collection.objects.link(face)
+    return face
 
 
 def _remove(created) -> None:

@@ -1,4 +1,4 @@
-"""The `sheg` command line: generate, worker, import-diffsheg, train, eval, bench.
+"""The `sheg` command line: generate, worker, import-diffsheg, smplx-rig, train, eval, bench.
 
 Errors the user can fix print one line `sheg: error: ...` and exit with code 2; nothing is left half-written.
 """
@@ -126,6 +126,29 @@ def cmd_import_diffgesture(args) -> int:
     return 0
 
 
+def _add_smplx_rig(sub) -> None:
+    p = sub.add_parser("smplx-rig", help="read your SMPL-X model file (needs the `smplx` package) into a rig .npz "
+                                         "for the Blender add-on's exact SMPL-X rig")
+    p.add_argument("model", help="SMPLX_NEUTRAL.npz from smpl-x.is.tue.mpg.de (or the folder holding "
+                                 "SMPLX_<GENDER>.npz)")
+    p.add_argument("-o", "--out", required=True, help="rig .npz to write")
+    p.add_argument("--gender", default=None, choices=["neutral", "male", "female"],
+                   help="which file of a folder (default neutral); a file's gender comes from its name")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+
+
+def cmd_smplx_rig(args) -> int:
+    from .smplx_rig import export_rig
+
+    summary = export_rig(args.model, args.out, gender=args.gender)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{summary['source_file']} -> {args.out} ({summary['vertices']} vertices, {summary['faces']} faces, "
+              f"{summary['expressions']} expressions)", file=sys.stderr)
+    return 0
+
+
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="speed figures: model calls, seconds per generated second, sampler overhead",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -171,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="JSON-lines worker on stdin/stdout (used by the Blender add-on)")
     _add_import(sub)
     _add_import_diffgesture(sub)
+    _add_smplx_rig(sub)
     _add_bench(sub)
     _add_test_model(sub)
     try:
@@ -190,7 +214,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"generate": cmd_generate, "import-diffsheg": cmd_import,
-                "import-diffgesture": cmd_import_diffgesture, "bench": cmd_bench,
+                "import-diffgesture": cmd_import_diffgesture, "smplx-rig": cmd_smplx_rig, "bench": cmd_bench,
                 "make-test-model": cmd_make_test_model}
     try:
         if args.command == "worker":

@@ -47,7 +47,7 @@ from .sampling import count_model_calls, ddim_sample, ddpm_sample, foppas_sample
 from .ted import get_ted_layout, take_arrays
 
 __all__ = ["DiffGestureConfig", "DiffGestureNet", "WavEncoder", "DiffGestureDenoiser", "seed_context",
-           "diffgesture_training_loss", "make_training_windows", "diffgesture_meta", "save_diffgesture_dir",
+           "DiffGestureTrainingForward", "diffgesture_training_loss", "window_audio", "make_training_windows", "diffgesture_meta", "save_diffgesture_dir",
            "load_diffgesture_dir", "load_diffgesture_model", "import_diffgesture", "DiffGestureModel", "LONG_MODES"]
 
 ARCH = "diffgesture"
@@ -350,13 +350,28 @@ class DiffGestureDenoiser:
 # training helpers
 
 
+class DiffGestureTrainingForward(nn.Module):
+    """(x_t, t, seed, flag, raw audio (B, S), null_mask) -> eps: the audio encoder and the network in one forward, so
+    a DistributedDataParallel wrapper sees every parameter used in one call."""
+
+    def __init__(self, net: DiffGestureNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x_t, t, seed, flag, audio, null_mask=None):
+        return self.net(x_t, t, seed, flag, self.net.encode_audio(audio), null_mask)
+
+
 def diffgesture_training_loss(net: DiffGestureNet, batch: dict, schedule: NoiseSchedule,
-                              generator: torch.Generator | None = None) -> dict:
+                              generator: torch.Generator | None = None, *, t=None, noise=None, null_mask=None,
+                              forward: nn.Module | None = None) -> dict:
     """The official loss: MSE between predicted and true eps over all frames and features.
 
     batch: "poses" (B, n_poses, P) mean-subtracted direction vectors; "audio" (B, audio_samples) raw audio.
-    The first n_pre_poses frames are the seed (flag 1); with probability null_cond_prob an item gets the null
-    context; t is uniform over 0..steps-1. Returns {"loss", "eps_mse"} (the same scalar, for logging symmetry).
+    The first n_pre_poses frames are the seed (flag 1). t (B,), noise (B, n_poses, P) and null_mask (B,) bool are
+    drawn from `generator` when not given: t uniform over 0..steps-1, the null context with probability
+    null_cond_prob (pass an all-False mask for none). forward: the module to run (default DiffGestureTrainingForward(net); pass its DDP wrapper).
+    Returns {"loss", "eps_mse"} (the same scalar, for logging symmetry).
     """
     poses, audio = batch["poses"], batch["audio"]
     cfg = net.config
@@ -365,15 +380,26 @@ def diffgesture_training_loss(net: DiffGestureNet, batch: dict, schedule: NoiseS
     b, device = poses.shape[0], poses.device
     gen_device = generator.device if generator is not None else "cpu"
     seed, flag = seed_context(poses[:, :cfg.n_pre_poses], b, cfg, device)
-    feat = net.encode_audio(audio)
-    null_mask = None
-    if cfg.classifier_free:
+    if null_mask is None and cfg.classifier_free:
         null_mask = (torch.rand(b, generator=generator, device=gen_device) < cfg.null_cond_prob).to(device)
-    t = torch.randint(0, schedule.num_steps, (b,), generator=generator, device=gen_device).to(device)
-    noise = randn(poses.shape, generator, device, poses.dtype)
-    eps = net(schedule.q_sample(poses, t, noise), t, seed, flag, feat, null_mask)
+    if t is None:
+        t = torch.randint(0, schedule.num_steps, (b,), generator=generator, device=gen_device).to(device)
+    if noise is None:
+        noise = randn(poses.shape, generator, device, poses.dtype)
+    forward = forward if forward is not None else DiffGestureTrainingForward(net)
+    eps = forward(schedule.q_sample(poses, t, noise), t, seed, flag, audio, null_mask)
     loss = F.mse_loss(eps, noise)
     return {"loss": loss, "eps_mse": loss.detach()}
+
+
+def window_audio(audio: np.ndarray, start: int, frames: int, samples: int) -> np.ndarray:
+    """The `samples`-long raw audio of a window starting at motion frame `start` of a clip of `frames` frames whose
+    audio is `audio` (S,): it starts at floor(start / frames * S), mirrored past the clip's end (official cutting)."""
+    a0 = math.floor(start / frames * len(audio))
+    piece = audio[a0:a0 + samples]
+    if len(piece) < samples:
+        piece = np.pad(audio, (0, a0 + samples - len(audio)), mode="symmetric")[a0:a0 + samples]
+    return piece
 
 
 def make_training_windows(dir_vec, audio, mean_dir_vec, *, n_poses: int = 34, stride: int = 10, fps: int = 15,
@@ -381,10 +407,9 @@ def make_training_windows(dir_vec, audio, mean_dir_vec, *, n_poses: int = 34, st
     """Cut one clip into official training windows.
 
     dir_vec (K, P) or (K, B, 3): unit direction vectors at `fps`; audio (S,) raw at `sample_rate` covering the clip.
-    Windows start every `stride` frames (floor((K - n_poses) / stride) + 1 of them); each window's audio starts at
-    floor(start / K * S) and is round(n_poses / fps * sample_rate) long, mirrored at the clip's end as upstream.
-    Returns {"poses": (N, n_poses, P) float32 = dir_vec - mean_dir_vec, "audio": (N, samples) float32}. The
-    official word-count and motion filters are left to the caller.
+    Windows start every `stride` frames (floor((K - n_poses) / stride) + 1 of them), their audio cut by
+    `window_audio`. Returns {"poses": (N, n_poses, P) float32 = dir_vec - mean_dir_vec, "audio": (N, samples)
+    float32}. The official word-count and motion filters are left to the caller.
     """
     vec = np.asarray(dir_vec, dtype=np.float32)
     vec = vec.reshape(len(vec), -1)
@@ -399,11 +424,7 @@ def make_training_windows(dir_vec, audio, mean_dir_vec, *, n_poses: int = 34, st
     for i in range(count):
         start = i * stride
         poses[i] = vec[start:start + n_poses] - mean
-        a0 = math.floor(start / len(vec) * len(audio))
-        piece = audio[a0:a0 + samples]
-        if len(piece) < samples:
-            piece = np.pad(audio, (0, a0 + samples - len(audio)), mode="symmetric")[a0:a0 + samples]
-        clips[i] = piece
+        clips[i] = window_audio(audio, start, len(vec), samples)
     return {"poses": poses, "audio": clips}
 
 

@@ -44,7 +44,7 @@ from .errors import BadInput
 
 __all__ = ["TedLayout", "TED10", "TED43", "TED_LAYOUTS", "get_ted_layout", "dir_vec_to_joints", "joints_to_dir_vec",
            "to_smplx_axes", "normalize_dirs", "retarget", "generated_joints", "take_arrays", "SPINE_MODES",
-           "rotation_to_axis_angle"]
+           "rotation_to_axis_angle", "dir_vec_from_smplx"]
 
 # The stand-in rest skeleton (another module; tolerate either naming of its tables).
 REST_JOINTS = np.asarray(getattr(_skeleton, "STANDIN_REST_JOINTS", getattr(_skeleton, "REST_JOINTS", None)),
@@ -345,6 +345,57 @@ def _get_plan(layout: TedLayout) -> list:
     if layout.name not in _PLANS:
         _PLANS[layout.name] = _plan(layout)
     return _PLANS[layout.name]
+
+
+def _bone_drivers(layout: TedLayout) -> list[tuple[int, int, np.ndarray]]:
+    """(bone, SMPL-X joint, ref) for every TED bone: the bone's direction is W_joint @ ref, the inverse of the plan.
+
+    Plan drives give their own bone; the spine bone is spine3's rest spine3 -> neck; bones the plan reads only as
+    secondaries (ted43: wrist -> finger bases other than middle1, the eye and ear bones) ride on their joint's
+    rotation with the rest direction (fingers) or the mean pose's (face), so the head and wrist frames come back."""
+    mean_dirs, _ = _mean_smplx(layout)
+    drivers = {0: (SPINE3, _rest_dir(SPINE3, NECK))}
+    for drive in _get_plan(layout):
+        if drive[0] == "swing":
+            _, joint, ref, bone = drive
+            drivers[bone] = (joint, ref)
+        elif drive[0] == "frame":
+            _, wrist, _, (middle_bone, _) = drive
+            first_bone, first_smplx = middle_bone - 3, (L_HAND if wrist == L_WRIST else R_HAND)
+            for f in range(len(_FINGERS)):
+                drivers[first_bone + 3 * f] = (wrist, _rest_dir(wrist, first_smplx + 3 * f))
+    if layout.name == "ted43":
+        for bone in range(38, 42):  # nose -> eyes -> ears
+            drivers[bone] = (HEAD, _unit(mean_dirs[bone]))
+    assert sorted(drivers) == list(range(layout.num_bones)), f"{layout.name}: undriven bones"
+    return [(bone, joint, np.asarray(ref, dtype=np.float64)) for bone, (joint, ref) in sorted(drivers.items())]
+
+
+def dir_vec_from_smplx(poses, layout) -> np.ndarray:
+    """SMPL-X axis-angle poses (T, 165) or (T, 55, 3) -> TED unit direction vectors (T, dim) float32, TED axes.
+
+    The inverse of `retarget` on the directions: the body's global orientation (joint 0) is dropped (TED poses are
+    body-centred) and every bone is its driving joint's world rotation applied to the reference the retarget uses,
+    so retarget(dir_vec_from_smplx(p)) reproduces p's directions. This is how SMPL-X motion capture becomes
+    DiffGesture training data.
+    """
+    layout = get_ted_layout(layout)
+    poses = np.asarray(poses, dtype=np.float64)
+    if poses.ndim == 2 and poses.shape[1] == 3 * NUM_SMPLX_JOINTS:
+        poses = poses.reshape(len(poses), NUM_SMPLX_JOINTS, 3)
+    if poses.ndim != 3 or poses.shape[1:] != (NUM_SMPLX_JOINTS, 3):
+        raise BadInput(f"SMPL-X poses must be (frames, 165) or (frames, 55, 3), got shape {poses.shape}")
+    local = _skeleton.axis_angle_to_matrix(poses)
+    world = np.empty_like(local)
+    world[:, 0] = np.eye(3)
+    for j in range(1, NUM_SMPLX_JOINTS):
+        world[:, j] = world[:, SMPLX_PARENTS[j]] @ local[:, j]
+    dirs = np.empty((len(poses), layout.num_bones, 3))
+    for bone, joint, ref in _bone_drivers(layout):
+        dirs[:, bone] = _apply(world[:, joint], ref)
+    # back to TED axes: to_smplx is a rotation, so its transpose undoes it (row vectors: v_ted = v_smplx @ M)
+    ted = dirs @ np.asarray(layout.to_smplx, dtype=np.float64)
+    return ted.reshape(len(poses), layout.dim).astype(np.float32)
 
 
 def generated_joints(layout, spine: str = "chain") -> np.ndarray:

@@ -1,12 +1,17 @@
-"""`sheg train`: train a UniEG model on SMPL-X takes with speech, into a model folder the pipeline loads.
+"""`sheg train`: train a UniEG (or DiffGesture) model on SMPL-X takes with speech, into a model folder the pipeline
+loads.
 
     sheg train takes/ -o MODEL_DIR --config small --steps 20000 --batch 32
+    sheg train takes/ -o MODEL_DIR --arch diffgesture --config small    # DiffGesture, TED Expressive layout
     sheg train takes/ -o MODEL_DIR --resume --steps 30000          # continue as if never stopped
     torchrun --nproc_per_node 4 -m sheg train takes/ -o MODEL_DIR    # DDP: the global batch is split across ranks
 
 Recipe (DIFFSHEG_FACTS.md §4): eps-prediction on the linear 1000-step schedule with the official loss
 1000 MSE(eps) + 1 MSE(velocity of x̂0) + 100 Huber(x̂0) (weights configurable), Adam lr 2e-4 with no schedule,
 grad-norm clip 0.5, and for classifier-free configs the first 20 % of every batch trained with null conditions.
+DiffGesture (`--arch diffgesture`, sheg.train_diffgesture) keeps its official recipe: eps-MSE on the 500-step
+schedule, Adam lr 5e-4 betas (0.5, 0.999), clip 10, null context with probability 0.1. One loop serves both: a
+recipe object says how to load the data, build the network, compute the loss and write the model folder.
 
 Determinism: the network init, the window picks, the timesteps, the noise and the null rows all come from --seed;
 the picks, timesteps and noise are drawn for the whole global batch from one generator on every rank, and each rank
@@ -34,6 +39,7 @@ from . import __version__
 from .audio import AudioFeatureSpec
 from .diffusion import LossWeights, NoiseSchedule, diffusion_loss
 from .errors import BadInput, ShegError
+from .train_diffgesture import DiffGestureRecipe
 
 TRAIN_STATE = "train_state.pt"
 TRAIN_LOG = "train_log.jsonl"
@@ -73,9 +79,9 @@ CONFIGS = {
 }
 
 # Settings a resumed run must keep (default used when a new run does not give them).
-RESUMABLE_DEFAULTS = {"config": "small", "batch": 32, "lr": 2e-4, "seed": 0, "holdout_seconds": 10.0, "window": None,
-                      "stride": 1, "loss_eps": 1000.0, "loss_vel": 1.0, "loss_huber": 100.0, "null_prob": 0.2,
-                      "grad_clip": 0.5}
+RESUMABLE_DEFAULTS = {"arch": "unieg", "config": "small", "batch": 32, "lr": 2e-4, "seed": 0, "holdout_seconds": 10.0,
+                      "window": None, "stride": 1, "loss_eps": 1000.0, "loss_vel": 1.0, "loss_huber": 100.0,
+                      "null_prob": 0.2, "grad_clip": 0.5}
 DEFAULT_STEPS = 20000
 
 
@@ -126,20 +132,27 @@ def _log(msg: str, dist: Dist) -> None:
 
 def _resolve_settings(args, saved: dict | None) -> dict:
     """Resumable settings from the command line, or from the saved state when resuming (differences are errors)."""
+    saved = None if saved is None else {"arch": "unieg", **saved}  # states written before DiffGesture training
+    arch = (saved or {}).get("arch") or getattr(args, "arch", None) or "unieg"
+    recipe_type = RECIPES.get(arch)
+    if recipe_type is None:
+        raise BadInput(f"unknown --arch {arch!r}: use one of {', '.join(RECIPES)}")
+    defaults = {**RESUMABLE_DEFAULTS, **recipe_type.defaults}
     settings = {}
-    for key, default in RESUMABLE_DEFAULTS.items():
+    for key, default in defaults.items():
         given = getattr(args, key, None)
         if saved is None:
             settings[key] = default if given is None else given
         else:
-            if given is not None and given != saved[key]:
+            if given is not None and given != saved.get(key, default):
                 raise BadInput(f"--resume continues with the saved settings, but --{key.replace('_', '-')} {given} "
-                               f"differs from the run's {saved[key]}: drop the option or start a new run")
-            settings[key] = saved[key]
-    if settings["config"] not in CONFIGS:
-        raise BadInput(f"unknown --config {settings['config']!r}: use one of {', '.join(CONFIGS)}")
+                               f"differs from the run's {saved.get(key, default)}: drop the option or start a new run")
+            settings[key] = saved.get(key, default)
+    configs = recipe_type.configs
+    if settings["config"] not in configs:
+        raise BadInput(f"unknown --config {settings['config']!r} for --arch {arch}: use one of {', '.join(configs)}")
     if settings["window"] is None:
-        settings["window"] = CONFIGS[settings["config"]]["window"]
+        settings["window"] = configs[settings["config"]]["window"]
     for key in ("batch", "window", "stride"):
         if int(settings[key]) < 1:
             raise BadInput(f"--{key} must be at least 1, got {settings[key]}")
@@ -164,10 +177,8 @@ def _check_out_dir(out: Path, resume: bool) -> None:
             raise BadInput(f"{out} exists and is not empty: choose a new or empty output folder")
 
 
-def _write_checkpoint(out: Path, net, meta: dict, state: dict) -> None:
+def _write_checkpoint(out: Path, save_model_dir, net, meta: dict, state: dict) -> None:
     """Write model folder + train_state.pt + train_log.jsonl under a staging name, then swap it in (atomic)."""
-    from .checkpoint import save_model_dir
-
     staging = out.parent / f".{out.name}.staging-{os.getpid()}"
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     for leftover in (staging, old):
@@ -193,65 +204,136 @@ def _write_checkpoint(out: Path, net, meta: dict, state: dict) -> None:
         raise
 
 
-def _model_meta(settings: dict, args, data, step: int) -> dict:
-    cfg = CONFIGS[settings["config"]]
-    audio = dict(cfg["audio"])
-    if audio["hubert"] is not None and args.hubert:
-        audio["hubert"] = {**audio["hubert"], "model": args.hubert}
-    style_dim = cfg["unieg"]["style_dim"]
-    names = [s["name"] for s in data.sources]
-    return {
-        "name": args.name or f"sheg-{settings['config']}",
-        "layout": "show",
-        "fps": cfg["fps"], "window": settings["window"], "overlap": min(cfg["overlap"], settings["window"] - 1),
-        "audio": audio,
-        "stats": {"mean": data.mean.tolist(), "std": data.std.tolist()},
-        "speakers": ["default"] + [f"style{i}" for i in range(1, style_dim)],
-        "default_style": 0,
-        "guidance_scale": cfg["guidance_scale"] if cfg["unieg"]["classifier_free"] else 1.0,
-        "sampler": dict(cfg["sampler"]),
-        "source": {"trained_by": f"sheg {__version__} train", "config": settings["config"], "steps": step,
-                   "settings": settings, "data": data.sources},
-        "license": args.license or ("trained by sheg train on " + ", ".join(names)
-                                    + "; the licence of that training data applies to these weights"),
-    }
+class UniEGRecipe:
+    """How `sheg train` makes a UniEG model: SMPL-X takes -> SHOW vectors + mel (sheg.data), the official loss."""
 
+    arch = "unieg"
+    configs = CONFIGS
+    defaults: dict = {}
+    loss_terms = ("eps_mse", "velocity", "huber")
 
-# ----------------------------------------------------------------------------------------------------------------
-# the loop
+    def __init__(self, settings: dict, args, device):
+        from .unieg import UniEGConfig
 
+        self.settings, self.args, self.device = settings, args, device
+        self.cfg = CONFIGS[settings["config"]]
+        self.net_config = UniEGConfig(**self.cfg["unieg"])
+        if self.net_config.use_hubert and not args.hubert:
+            raise BadInput(f"config {settings['config']} conditions on HuBERT-large: pass --hubert FOLDER_OR_ID "
+                           f"(facebook/hubert-large-ls960-ft), or use --config small")
+        if int(settings["window"]) > 1200:
+            raise BadInput(f"--window {settings['window']} is longer than the network's 1200-frame positional "
+                           f"encoding")
+        self.schedule = NoiseSchedule()
+        self.weights = LossWeights(eps=settings["loss_eps"], velocity=settings["loss_vel"],
+                                   huber_x0=settings["loss_huber"])
+        self.classifier_free = self.net_config.classifier_free
 
-def _batch_tensors(windows, rows: np.ndarray, device):
-    vec, mel, hub = windows.gather(rows)
-    to = lambda a: None if a is None else torch.from_numpy(a).to(device)  # noqa: E731
-    return to(vec), to(mel), to(hub)
+    def load_data(self, paths, saved_meta: dict | None, log):
+        from .data import build_training_data
 
+        cfg, settings = self.cfg, self.settings
+        stats = (saved_meta["stats"]["mean"], saved_meta["stats"]["std"]) if saved_meta else None
+        hubert_rate = int((cfg["audio"]["hubert"] or {}).get("sample_rate", 16000))
+        return build_training_data(paths, AudioFeatureSpec.from_dict(cfg["audio"]), cfg["fps"], settings["window"],
+                                   settings["stride"], settings["holdout_seconds"], stats=stats,
+                                   hubert_model=self.args.hubert if self.net_config.use_hubert else None,
+                                   hubert_rate=hubert_rate, device=str(self.device), log=log)
 
-def _loss_fn(model, schedule, weights: LossWeights):
-    def run(x0, mel, hub, t, noise, null_mask):
+    def new_net(self):
+        from .unieg import UniEG
+
+        return UniEG(self.net_config)
+
+    def load_net(self, folder):
+        from .checkpoint import load_model_dir
+
+        net, _ = load_model_dir(folder, "cpu")
+        if net.config != self.net_config:
+            raise BadInput(f"{folder} holds a network that does not match config {self.settings['config']}")
+        return net
+
+    def save(self, folder, net, meta) -> None:
+        from .checkpoint import save_model_dir
+
+        save_model_dir(folder, net, meta)
+
+    def training_module(self, net):
+        return net
+
+    def optimizer(self, net):
+        return torch.optim.Adam(net.parameters(), lr=self.settings["lr"])
+
+    def noise_shape(self, batch: int) -> tuple:
+        return (batch, int(self.settings["window"]), self.net_config.net_dim)
+
+    def null_rows(self, global_batch: int, gen: torch.Generator) -> torch.Tensor:
+        return torch.linspace(0.0, 1.0, global_batch) < self.settings["null_prob"]  # official: first ~20 %
+
+    def batch(self, windows, rows: np.ndarray):
+        vec, mel, hub = windows.gather(rows)
+        to = lambda a: None if a is None else torch.from_numpy(a).to(self.device)  # noqa: E731
+        return to(vec), to(mel), to(hub)
+
+    def loss(self, module, batch, t, noise, null_mask) -> dict:
+        x0, mel, hub = batch
+
         def denoise(x_t, tt):
-            return model(x_t, tt, schedule.x0_coeffs(tt), mel, hub, None, null_mask=null_mask)
+            return module(x_t, tt, self.schedule.x0_coeffs(tt), mel, hub, None, null_mask=null_mask)
 
-        return diffusion_loss(denoise, x0, schedule, t=t, noise=noise, weights=weights)
-    return run
+        return diffusion_loss(denoise, x0, self.schedule, t=t, noise=noise, weights=self.weights)
+
+    def meta(self, data, source: dict, license: str) -> dict:
+        cfg, settings, args = self.cfg, self.settings, self.args
+        audio = dict(cfg["audio"])
+        if audio["hubert"] is not None and args.hubert:
+            audio["hubert"] = {**audio["hubert"], "model": args.hubert}
+        style_dim = cfg["unieg"]["style_dim"]
+        return {
+            "name": args.name or f"sheg-{settings['config']}",
+            "layout": "show",
+            "fps": cfg["fps"], "window": settings["window"], "overlap": min(cfg["overlap"], settings["window"] - 1),
+            "audio": audio,
+            "stats": {"mean": data.mean.tolist(), "std": data.std.tolist()},
+            "speakers": ["default"] + [f"style{i}" for i in range(1, style_dim)],
+            "default_style": 0,
+            "guidance_scale": cfg["guidance_scale"] if cfg["unieg"]["classifier_free"] else 1.0,
+            "sampler": dict(cfg["sampler"]),
+            "source": source,
+            "license": license,
+        }
+
+
+def _source(settings: dict, data, step: int) -> dict:
+    return {"trained_by": f"sheg {__version__} train", "arch": settings["arch"], "config": settings["config"],
+            "steps": step, "settings": settings, "data": data.sources}
+
+
+def _license(args, data) -> str:
+    names = [s["name"] for s in data.sources]
+    return args.license or ("trained by sheg train on " + ", ".join(names)
+                            + "; the licence of that training data applies to these weights")
+
+
+RECIPES = {"unieg": UniEGRecipe, "diffgesture": DiffGestureRecipe}
 
 
 @torch.no_grad()
-def validation_loss(net, windows, schedule, weights: LossWeights, batch: int, device, seed: int = 0) -> dict | None:
+def validation_loss(recipe, net, windows, batch: int, seed: int = 0) -> dict | None:
     """Mean loss terms over all validation windows with fixed timesteps and noise (the same at every call)."""
     if len(windows) == 0:
         return None
     gen = torch.Generator().manual_seed(seed)
-    run = _loss_fn(net, schedule, weights)
     was_training = net.training
     net.eval()
     totals, count = {}, 0
+    device = recipe.device
     for lo in range(0, len(windows), batch):
         rows = np.arange(lo, min(lo + batch, len(windows)))
-        x0, mel, hub = _batch_tensors(windows, rows, device)
-        t = torch.randint(0, schedule.num_steps, (len(rows),), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
-        losses = run(x0, mel, hub, t.to(device), noise.to(device), None)
+        t = torch.randint(0, recipe.schedule.num_steps, (len(rows),), generator=gen)
+        noise = torch.randn(recipe.noise_shape(len(rows)), generator=gen)
+        losses = recipe.loss(recipe.training_module(net), recipe.batch(windows, rows), t.to(device),
+                             noise.to(device), None)
         for k, v in losses.items():
             totals[k] = totals.get(k, 0.0) + float(v) * len(rows)
         count += len(rows)
@@ -267,10 +349,6 @@ def _fmt_time(seconds: float) -> str:
 
 def train_main(args) -> int:
     """Run `sheg train` with parsed arguments (see build_parser). Returns 0."""
-    from .checkpoint import load_model_dir
-    from .data import build_training_data
-    from .unieg import UniEG, UniEGConfig
-
     dist = Dist.from_env()
     device = _pick_device(args.device, dist)
     if args.threads:
@@ -285,20 +363,14 @@ def train_main(args) -> int:
             raise BadInput(f"{out / TRAIN_STATE} is not a sheg training state")
     settings = _resolve_settings(args, saved["settings"] if saved else None)
     steps = int(args.steps if args.steps is not None else (saved["total_steps"] if saved else DEFAULT_STEPS))
-    cfg = CONFIGS[settings["config"]]
-    global_batch, window = int(settings["batch"]), int(settings["window"])
+    global_batch = int(settings["batch"])
     if global_batch % dist.world:
         raise BadInput(f"--batch {global_batch} must be divisible by the {dist.world} processes")
     local_batch = global_batch // dist.world
     for key in ("log_every", "val_every", "save_every"):
         if getattr(args, key) < (1 if key == "log_every" else 0):
             raise BadInput(f"--{key.replace('_', '-')} must be {'>= 1' if key == 'log_every' else '>= 0'}")
-    if window > 1200:
-        raise BadInput(f"--window {window} is longer than the network's 1200-frame positional encoding")
-    unieg_cfg = UniEGConfig(**cfg["unieg"])
-    if unieg_cfg.use_hubert and not args.hubert:
-        raise BadInput(f"config {settings['config']} conditions on HuBERT-large: pass --hubert FOLDER_OR_ID "
-                       f"(facebook/hubert-large-ls960-ft), or use --config small")
+    recipe = RECIPES[settings["arch"]](settings, args, device)
 
     if dist.world > 1:
         import torch.distributed as tdist
@@ -308,37 +380,27 @@ def train_main(args) -> int:
             torch.cuda.set_device(device)
 
     try:
-        spec = AudioFeatureSpec.from_dict(cfg["audio"])
-        stats = None
-        if saved:
-            meta_saved = json.loads((out / "model.json").read_text(encoding="utf-8"))
-            stats = (meta_saved["stats"]["mean"], meta_saved["stats"]["std"])
-        hubert_rate = int((cfg["audio"]["hubert"] or {}).get("sample_rate", 16000))
-        data = build_training_data(args.data, spec, cfg["fps"], window, settings["stride"],
-                                   settings["holdout_seconds"], stats=stats,
-                                   hubert_model=args.hubert if unieg_cfg.use_hubert else None,
-                                   hubert_rate=hubert_rate, device=str(device), log=lambda m: _log(m, dist))
+        saved_meta = json.loads((out / "model.json").read_text(encoding="utf-8")) if saved else None
+        data = recipe.load_data(args.data, saved_meta, lambda m: _log(m, dist))
         if saved and [s["fingerprint"] for s in saved["data"]] != [s["fingerprint"] for s in data.sources]:
             _log("sheg: warning: the training data differ from the run being resumed; it will not continue exactly",
                  dist)
 
         torch.manual_seed(settings["seed"])
-        net = UniEG(unieg_cfg)
+        net = recipe.new_net()
         if saved:
-            loaded, _ = load_model_dir(out, "cpu")
-            if loaded.config != unieg_cfg:
-                raise BadInput(f"{out} holds a network that does not match config {settings['config']}")
+            loaded = recipe.load_net(out)
             # Copy into freshly allocated tensors: the loader's tensors may sit at other memory alignments, which
             # changes CPU kernels' rounding and would make the resumed run drift from the uninterrupted one.
             net.load_state_dict(loaded.state_dict())
             del loaded
         net = net.to(device).train()
-        model = net
+        model = recipe.training_module(net)
         if dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-        optimizer = torch.optim.Adam(net.parameters(), lr=settings["lr"])
+            model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        optimizer = recipe.optimizer(net)
         gen = torch.Generator().manual_seed(settings["seed"])
         history = []
         step = 0
@@ -349,14 +411,8 @@ def train_main(args) -> int:
             history = list(saved["history"])
             step = int(saved["step"])
 
-        schedule = NoiseSchedule()
-        weights = LossWeights(eps=settings["loss_eps"], velocity=settings["loss_vel"],
-                              huber_x0=settings["loss_huber"])
-        run = _loss_fn(model, schedule, weights)
-        use_null = unieg_cfg.classifier_free and settings["null_prob"] > 0
-        null_rows = torch.linspace(0.0, 1.0, global_batch) < settings["null_prob"]  # official: first ~20 %
         mine = slice(dist.rank * local_batch, (dist.rank + 1) * local_batch)
-        shape = (global_batch, window, unieg_cfg.net_dim)
+        terms = ("loss",) + recipe.loss_terms
 
         def state_dict():
             return {"format": STATE_FORMAT, "version": 1, "step": step, "total_steps": steps, "settings": settings,
@@ -365,35 +421,39 @@ def train_main(args) -> int:
 
         def checkpoint():
             if dist.main:
-                _write_checkpoint(out, net, _model_meta(settings, args, data, step), state_dict())
+                meta = recipe.meta(data, _source(settings, data, step), _license(args, data))
+                _write_checkpoint(out, recipe.save, net, meta, state_dict())
 
-        _log(f"training {settings['config']} UniEG ({net.count_parameters() / 1e6:.2f} M parameters) on "
-             f"{len(data.sources)} take(s): {len(data.train)} training windows of {window} frames, "
+        params = sum(p.numel() for p in net.parameters())
+        _log(f"training {settings['config']} {recipe.arch} ({params / 1e6:.2f} M parameters) on "
+             f"{len(data.sources)} take(s): {len(data.train)} training windows of {settings['window']} frames, "
              f"{len(data.val)} validation windows; batch {global_batch}"
              + (f" over {dist.world} processes" if dist.world > 1 else "")
              + f", steps {step}->{steps}, device {device}", dist)
 
         gen_state = gen.get_state()  # the generator as of the last completed step (what a resume needs)
-        acc = torch.zeros(5, dtype=torch.float64)  # loss, eps, vel, huber, grad-norm sums since the last log line
+        acc = torch.zeros(len(terms) + 1, dtype=torch.float64)  # loss terms and grad norm summed since the last log
         acc_steps, t_log, t_start, start_step = 0, time.perf_counter(), time.perf_counter(), step
         try:
             while step < steps:
-                # 1. the global batch: window picks, timesteps, noise (identical on every rank); keep my slice
+                # 1. the global batch: window picks, timesteps, noise, null rows (identical on every rank); my slice
                 rows = torch.randint(0, len(data.train), (global_batch,), generator=gen)
-                t = torch.randint(0, schedule.num_steps, (global_batch,), generator=gen)
-                noise = torch.randn(shape, generator=gen)
-                x0, mel, hub = _batch_tensors(data.train, rows[mine].numpy(), device)
-                null_mask = null_rows[mine].to(device) if use_null else None
+                t = torch.randint(0, recipe.schedule.num_steps, (global_batch,), generator=gen)
+                noise = torch.randn(recipe.noise_shape(global_batch), generator=gen)
+                null_mask = None
+                if recipe.classifier_free and settings["null_prob"] > 0:
+                    null_mask = recipe.null_rows(global_batch, gen)[mine].to(device)
+                batch = recipe.batch(data.train, rows[mine].numpy())
                 # 2. loss, gradients (averaged over ranks by DDP), clip, step
-                losses = run(x0, mel, hub, t[mine].to(device), noise[mine].to(device), null_mask)
+                losses = recipe.loss(model, batch, t[mine].to(device), noise[mine].to(device), null_mask)
                 optimizer.zero_grad(set_to_none=True)
                 losses["loss"].backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), settings["grad_clip"])
                 optimizer.step()
                 step += 1
                 gen_state = gen.get_state()
-                acc += torch.tensor([float(losses[k].detach()) for k in ("loss", "eps_mse", "velocity", "huber")]
-                                    + [float(grad_norm)], dtype=torch.float64)
+                acc += torch.tensor([float(losses[k].detach()) for k in terms] + [float(grad_norm)],
+                                    dtype=torch.float64)
                 acc_steps += 1
 
                 last = step == steps
@@ -407,19 +467,19 @@ def train_main(args) -> int:
                     now = time.perf_counter()
                     per_step = (now - t_log) / acc_steps
                     eta = (now - t_start) / max(1, step - start_step) * (steps - step)
-                    _log(f"step {step}/{steps}  loss {mean[0]:.4f}  eps {mean[1]:.5f}  vel {mean[2]:.5f}  "
-                         f"huber {mean[3]:.5f}  |grad| {mean[4]:.3g}  {per_step:.3f} s/step  eta {_fmt_time(eta)}",
-                         dist)
-                    history.append({"step": step, "loss": mean[0], "eps_mse": mean[1], "velocity": mean[2],
-                                    "huber": mean[3], "grad_norm": mean[4], "seconds_per_step": per_step})
+                    shown = "  ".join(f"{_SHORT.get(k, k)} {v:.5f}" for k, v in zip(terms, mean))
+                    _log(f"step {step}/{steps}  {shown}  |grad| {mean[-1]:.3g}  {per_step:.3f} s/step  "
+                         f"eta {_fmt_time(eta)}", dist)
+                    history.append({"step": step, **dict(zip(terms, mean)), "grad_norm": mean[-1],
+                                    "seconds_per_step": per_step})
                     acc.zero_()
                     acc_steps, t_log = 0, now
                 if (args.val_every and step % args.val_every == 0) or last:
                     if dist.main:
-                        val = validation_loss(net, data.val, schedule, weights, local_batch, device)
+                        val = validation_loss(recipe, net, data.val, local_batch)
                         if val is not None:
-                            _log(f"val  step {step}  loss {val['loss']:.4f}  eps {val['eps_mse']:.5f}  "
-                                 f"vel {val['velocity']:.5f}  huber {val['huber']:.5f}", dist)
+                            shown = "  ".join(f"{_SHORT.get(k, k)} {val[k]:.5f}" for k in terms)
+                            _log(f"val  step {step}  {shown}", dist)
                             history.append({"step": step, **{f"val_{k}": v for k, v in val.items()}})
                     _barrier(dist)
                 if (args.save_every and step % args.save_every == 0) or last:
@@ -442,6 +502,9 @@ def train_main(args) -> int:
     return 0
 
 
+_SHORT = {"eps_mse": "eps", "velocity": "vel"}  # log-line names of the loss terms
+
+
 def _barrier(dist: Dist) -> None:
     if dist.world > 1:
         import torch.distributed as tdist
@@ -456,18 +519,21 @@ def _barrier(dist: Dist) -> None:
 def build_parser(subparsers) -> argparse.ArgumentParser:
     """Add the `train` subcommand to `subparsers` (from sheg.cli); sets func=train_main."""
     p = subparsers.add_parser(
-        "train", help="train a UniEG model on SMPL-X takes (.npz + same-named .wav)",
+        "train", help="train a UniEG or DiffGesture model on SMPL-X takes (.npz + same-named .wav)",
         description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("data", nargs="+", help="take .npz files (each with a same-named .wav) or folders of them")
     p.add_argument("-o", "--out", required=True, help="model folder to write (checkpoints rewrite it)")
-    p.add_argument("--config", default=None, choices=list(CONFIGS),
-                   help="network and audio recipe (default small; tiny is for tests)")
+    p.add_argument("--arch", default=None, choices=list(RECIPES),
+                   help="model family (default unieg; diffgesture trains a DiffGesture on TED Expressive directions)")
+    p.add_argument("--config", default=None,
+                   help="network and audio recipe of the --arch: unieg small, official-show or tiny; diffgesture "
+                        "small or tiny (default small; tiny is for tests)")
     p.add_argument("--steps", type=int, default=None,
                    help=f"train until this many optimizer steps (default {DEFAULT_STEPS}; with --resume the saved "
                         "target)")
     p.add_argument("--batch", type=int, default=None, help="global batch of windows (default 32), split across "
                                                            "DDP processes")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 2e-4)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 2e-4; diffgesture 5e-4)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--seed", type=int, default=None, help="seed of init, batches and noise (default 0)")
     p.add_argument("--holdout-seconds", type=float, default=None,
@@ -478,8 +544,9 @@ def build_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--loss-vel", type=float, default=None, help="weight of the x̂0 velocity MSE (default 1)")
     p.add_argument("--loss-huber", type=float, default=None, help="weight of Huber(x̂0) (default 100)")
     p.add_argument("--null-prob", type=float, default=None,
-                   help="fraction of each batch trained without conditions, classifier-free configs (default 0.2)")
-    p.add_argument("--grad-clip", type=float, default=None, help="gradient-norm clip (default 0.5)")
+                   help="share of each batch trained without conditions, classifier-free configs (default 0.2; "
+                        "diffgesture 0.1)")
+    p.add_argument("--grad-clip", type=float, default=None, help="gradient-norm clip (default 0.5; diffgesture 10)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (DDP: cuda:LOCAL_RANK)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--val-every", type=int, default=500, help="validation loss every N steps (0: only at the end)")

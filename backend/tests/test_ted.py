@@ -6,8 +6,8 @@ import pytest
 from sheg import skeleton
 from sheg.errors import BadInput
 from sheg.take import read_take, write_take
-from sheg.ted import (TED10, TED43, dir_vec_to_joints, generated_joints, get_ted_layout, joints_to_dir_vec,
-                      normalize_dirs, retarget, rotation_to_axis_angle, take_arrays, to_smplx_axes)
+from sheg.ted import (TED10, TED43, dir_vec_from_smplx, dir_vec_to_joints, generated_joints, get_ted_layout,
+                      joints_to_dir_vec, normalize_dirs, retarget, rotation_to_axis_angle, take_arrays, to_smplx_axes)
 
 # SMPL-X joints
 SPINE1, SPINE2, SPINE3, NECK, L_COLLAR, R_COLLAR, HEAD = 3, 6, 9, 12, 13, 14, 15
@@ -130,6 +130,27 @@ def test_retarget_reproduces_the_ted_directions(layout, spine):
     mean_joints = to_smplx_axes(dir_vec_to_joints(np.asarray(layout.mean_dir_vec), layout, normalize=True), layout)
     ref = unit(mean_joints[layout.joint("left_ear")] - mean_joints[layout.joint("right_ear")])
     assert np.abs(np.einsum("tij,j->ti", world[:, HEAD], ref) - unit(lateral)).max() < 1e-4
+
+
+@pytest.mark.parametrize("layout", [TED10, TED43], ids=["ted10", "ted43"])
+def test_smplx_motion_becomes_directions_the_retarget_gives_back(layout):
+    """dir_vec_from_smplx (how SMPL-X capture becomes DiffGesture training data) inverts the retarget."""
+    rng = np.random.default_rng(3)
+    poses = np.zeros((40, 55, 3))
+    driven = generated_joints(layout)
+    poses[:, driven] = rng.normal(0.0, 0.35, (40, int(driven.sum()), 3))
+    poses[:, 0] = rng.normal(0.0, 0.5, (40, 3))  # the global orientation is dropped: TED poses are body-centred
+    vec = dir_vec_from_smplx(poses.reshape(40, -1), layout)
+    assert vec.shape == (40, layout.dim) and vec.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vec.reshape(40, -1, 3), axis=-1), 1.0, atol=1e-6)
+    again = dir_vec_from_smplx(retarget(vec, layout), layout)
+    assert np.abs(again - vec).max() < 1e-4
+    # bones with an SMPL-X counterpart point where forward kinematics puts them (upper arm, in TED axes)
+    poses[:, 0] = 0.0
+    positions = skeleton.forward_kinematics(poses.reshape(40, -1))
+    upper_arm = {"ted10": 4, "ted43": 3}[layout.name]
+    got = to_smplx_axes(vec.reshape(40, -1, 3)[:, upper_arm], layout)
+    assert np.abs(got - fk_dir(positions, L_SHOULDER, L_ELBOW)).max() < 1e-5
 
 
 def test_spine_modes_split_the_bend():
