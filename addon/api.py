@@ -220,7 +220,8 @@ def generate(strip=None, audio_path=None, armature=None, face_mesh=None, model=N
 
     strip: a SoundStrip or its name (default: the panel's strip, else the active/only sound strip);
     audio_path: an audio file instead, placed at `start_frame` (default: current frame);
-    armature/face_mesh: objects (default: the panel's); model: model folder (None: the embedded default);
+    armature/face_mesh: objects (default: the panel's); model: model folder, or an embedded model's name such as
+    "diffgesture-small" (None: the embedded default);
     parts: 'gesture', 'expression' or 'both'; python: backend Python (default: the preferences').
     options: keys='dense'|'reduced', rotation_tolerance_deg, location_tolerance, shape_tolerance, smoothing
     (default: the panel's key settings).

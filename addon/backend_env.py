@@ -93,9 +93,12 @@ class Job:
         self.error = ""
         self.summary = ""
         self.thread: threading.Thread | None = None
+        self.process: subprocess.Popen | None = None  # the step running now (install), so cancel can stop it
+        self.cancel_requested = False
 
     def start(self, target, *args) -> None:
         self.running, self.fraction, self.message, self.error, self.summary = True, 0.0, "Starting", "", ""
+        self.cancel_requested = False
 
         def run():
             try:
@@ -112,6 +115,17 @@ class Job:
     def wait(self, timeout: float | None = None) -> None:
         if self.thread is not None:
             self.thread.join(timeout)
+
+    def cancel(self) -> None:
+        """Stop the job: the step's process is terminated and the thread ends with a 'cancelled' error."""
+        self.cancel_requested = True
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.terminate()
+
+    def check_cancelled(self) -> None:
+        if self.cancel_requested:
+            raise RuntimeError(f"cancelled: start the {self.name} again to finish it (pip keeps what it completed)")
 
 
 INSTALL = Job("install")
@@ -144,6 +158,14 @@ def _watch_until_done(job: Job) -> None:
 
 
 # --- managed install -----------------------------------------------------------------------------------------------
+
+def cancel_install() -> bool:
+    """Stop a running managed install (its pip process is terminated). False when none is running."""
+    if not INSTALL.running:
+        return False
+    INSTALL.cancel()
+    return True
+
 
 def install_problem() -> str | None:
     """Why the managed install cannot start now, or None."""
@@ -190,6 +212,7 @@ def _install(job: Job, device: str, index_url: str, wheel: str, venv: str, log_p
         ]
         start = 0.0
         for message, end, command in steps:
+            job.check_cancelled()
             job.message = message
             if command is not None:
                 _run_logged(message, command, log, job, start, end)
@@ -201,8 +224,10 @@ def _install(job: Job, device: str, index_url: str, wheel: str, venv: str, log_p
 def _run_logged(what: str, command: list[str], log, job: Job, start: float, end: float) -> None:
     log.write("$ " + " ".join(command) + "\n")
     log.flush()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                            bufsize=1)
+    proc = job.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                          errors="replace", bufsize=1)
+    if job.cancel_requested:  # cancelled between the check and the start
+        proc.terminate()
     last = ""
     for line in proc.stdout:
         log.write(line)
@@ -212,7 +237,12 @@ def _run_logged(what: str, command: list[str], log, job: Job, start: float, end:
             if line.startswith(("Collecting", "Downloading", "Installing", "Successfully")):
                 job.message = line[:120]
                 job.fraction = min(end - 0.01, job.fraction + (end - start) * 0.05)
-    if proc.wait() != 0:
+    code = proc.wait()
+    job.process = None
+    if job.cancel_requested:
+        log.write("cancelled\n")
+        job.check_cancelled()
+    if code != 0:
         log.flush()
         raise RuntimeError(f"{what} failed: {last} (log: {log.name})")
 
@@ -277,5 +307,9 @@ def _check(job: Job, python: str, device: str, hubert: str | None, smplx_file: s
             parts.append(f"worker failed ({text})")
     finally:
         client.shutdown(timeout=2)
+    if smplx_file and os.path.isfile(smplx_file):
+        # the exact rig reads the file with the optional `smplx` package in the backend Python
+        found = subprocess.run([python, "-c", "import smplx"], capture_output=True, timeout=120).returncode == 0
+        smplx_part += "" if found else " · smplx package missing (pip install smplx==0.1.28 in the backend Python)"
     parts.append(smplx_part)
     job.summary = " · ".join(parts)

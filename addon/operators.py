@@ -387,6 +387,21 @@ class SHEG_OT_install_backend(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class SHEG_OT_cancel_install(bpy.types.Operator):
+    bl_idname = "sheg.cancel_install"
+    bl_label = "Cancel Install"
+    bl_description = "Stop the running backend install (install again later to finish it)"
+
+    @classmethod
+    def poll(cls, context):
+        return _poll_with_reason(cls, None if backend_env.INSTALL.running else "no backend install is running")
+
+    def execute(self, context):
+        backend_env.cancel_install()
+        self.report({"INFO"}, "Cancelling the backend install")
+        return {"FINISHED"}
+
+
 classes = (SHEG_OT_generate, SHEG_OT_cancel, SHEG_OT_new_seed, SHEG_OT_create_rig, SHEG_OT_import_take,
            SHEG_OT_export_take, SHEG_OT_remove_take, SHEG_OT_solo_take, SHEG_OT_check_backend,
-           SHEG_OT_install_backend)
+           SHEG_OT_install_backend, SHEG_OT_cancel_install)

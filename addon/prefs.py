@@ -11,6 +11,8 @@ from bpy.props import CollectionProperty, EnumProperty, IntProperty, StringPrope
 from . import backend_env
 
 DEFAULT_MODEL = "Default (embedded)"
+# The models inside the bundled backend: panel label -> the name the backend loads (None: its default).
+EMBEDDED_MODELS = {DEFAULT_MODEL: None, "DiffGesture small (embedded)": "diffgesture-small"}
 
 DEVICES = [
     ("AUTO", "Auto", "CUDA or Apple MPS when available, else CPU"),
@@ -117,7 +119,7 @@ class ShegPreferences(bpy.types.AddonPreferences):
         ops = row.column(align=True)
         ops.operator("sheg.model_folder_add", icon="ADD", text="")
         ops.operator("sheg.model_folder_remove", icon="REMOVE", text="")
-        names = [DEFAULT_MODEL] + [label for label, _ in self.models()]
+        names = list(EMBEDDED_MODELS) + [label for label, _ in self.models()]
         box.label(text="Models: " + ", ".join(names))
 
         col = layout.column()
@@ -140,7 +142,9 @@ class ShegPreferences(bpy.types.AddonPreferences):
         python = backend_env.managed_python()
         job = backend_env.INSTALL
         if job.running:
-            col.progress(factor=job.fraction, type="BAR", text=job.message)
+            row = col.row()
+            row.progress(factor=job.fraction, type="BAR", text=job.message)
+            row.operator("sheg.cancel_install", text="", icon="CANCEL")
         elif job.error:
             col.label(text=job.error, icon="ERROR")
         row = col.row()

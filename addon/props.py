@@ -24,7 +24,7 @@ def _model_search(self, context, edit_text):
         found = prefs_module.ShegPreferences.from_context(context).models()
     except KeyError:
         found = []
-    return [prefs_module.DEFAULT_MODEL] + [(folder, label) for label, folder in found]
+    return list(prefs_module.EMBEDDED_MODELS) + [(folder, label) for label, folder in found]
 
 
 class SHEG_SceneSettings(bpy.types.PropertyGroup):
@@ -41,7 +41,7 @@ class SHEG_SceneSettings(bpy.types.PropertyGroup):
                                description="Mesh with expression shape keys (Exp000... or ARKit names)")
     model: StringProperty(name="Model", default=prefs_module.DEFAULT_MODEL, search=_model_search,
                           search_options={"SUGGESTION"},
-                          description="Model folder (model.json + model.safetensors), or the embedded default")
+                          description="Model folder (model.json + model.safetensors), or an embedded model")
     seed: IntProperty(name="Seed", default=0, min=0, description="Same seed and settings give the same take")
     quality: EnumProperty(
         name="Quality", default="DEFAULT",
@@ -83,10 +83,12 @@ class SHEG_SceneSettings(bpy.types.PropertyGroup):
         return self.steps if self.quality == "CUSTOM" else QUALITY_STEPS[self.quality]
 
     def model_path(self) -> str | None:
-        """The model folder to load, or None for the embedded default."""
+        """The model folder to load, an embedded model's backend name, or None for the embedded default."""
         text = self.model.strip()
-        if not text or text == prefs_module.DEFAULT_MODEL:
+        if not text:
             return None
+        if text in prefs_module.EMBEDDED_MODELS:
+            return prefs_module.EMBEDDED_MODELS[text]
         return bpy.path.abspath(text)
 
 

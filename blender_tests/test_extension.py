@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 import wave
@@ -100,7 +101,7 @@ def test_installed_extension_registers_everything(addon, prefs):
 
     assert addon_utils.check(ADDON_MODULE) == (True, True)
     for op in ("generate", "cancel", "new_seed", "create_rig", "import_take", "export_take", "remove_take",
-               "solo_take", "check_backend", "install_backend"):
+               "solo_take", "check_backend", "install_backend", "cancel_install"):
         assert hasattr(bpy.ops.sheg, op), op
     assert hasattr(bpy.types, "SHEG_PT_main") and hasattr(bpy.types, "SHEG_PT_takes")
     assert bpy.types.SHEG_PT_main.bl_category == "SHEG" and bpy.types.SHEG_PT_main.bl_space_type == "VIEW_3D"
@@ -234,6 +235,41 @@ def test_managed_install_creates_the_venv_and_reports_a_pip_failure_in_one_line(
         text = f.read()
     assert "-m venv" in text and "pip install" in text and "torch==0.0.0" in text
 
+def test_cancel_stops_a_managed_install_at_once(addon, tmp_path):
+    """A package index that accepts connections and never answers keeps pip waiting on torch; Cancel ends it."""
+    import socket
+
+    env = addon_module("backend_env")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held = []
+    accepting = threading.Thread(target=lambda: held.extend(server.accept() for _ in range(8)), daemon=True)
+    accepting.start()
+    try:
+        job = env.Job("install")
+        venv, log = str(tmp_path / "venv"), str(tmp_path / "install.log")
+        job.start(env._install, "cpu", f"http://127.0.0.1:{server.getsockname()[1]}/simple",
+                  str(tmp_path / "sheg-0.1.0-py3-none-any.whl"), venv, log)
+        deadline = time.monotonic() + 120
+        while job.message != "Installing PyTorch" and job.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert job.running and job.message == "Installing PyTorch", job.error
+        time.sleep(1.0)  # pip is waiting on the index now
+        assert job.running
+        started = time.monotonic()
+        job.cancel()
+        job.wait(10)
+        assert not job.running and time.monotonic() - started < 5
+        assert job.error.startswith("cancelled: start the install again") and "\n" not in job.error
+        with open(log) as f:
+            assert f.read().rstrip().endswith("cancelled")
+    finally:
+        server.close()
+        for conn, _ in held:
+            conn.close()
+
+
 # --- strip audio ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fps", FPS_CASES, ids=lambda f: f"{f}fps")
@@ -314,6 +350,29 @@ def test_generate_keys_the_right_channels_at_the_right_frames(scene, backend_pre
     assert len(curves['key_blocks["Exp000"].value[0]'][0]) == expected
     take = addon_module("takes").list_takes(armature)[0]
     assert take["seed"] == 0 and take["audio_file"].endswith("arctic_a0007.wav")
+
+
+@pytest.mark.worker
+def test_the_embedded_diffgesture_model_is_selectable_and_drives_the_upper_body(gen_scene):
+    scene, strip, armature, face, model = gen_scene
+    label = "DiffGesture small (embedded)"
+    search = addon_module("props")._model_search(scene.sheg, bpy.context, "")
+    assert label in search and addon_module("prefs").DEFAULT_MODEL in search
+    scene.sheg.model = label
+    assert scene.sheg.model_path() == "diffgesture-small"
+    scene.sheg.steps = 4
+    assert bpy.ops.sheg.generate() == {"FINISHED"}, bpy.context.window_manager.sheg_job.last_message
+    curves = take_fcurves(armature)
+    assert 'pose.bones["right_elbow"].rotation_quaternion[0]' in curves
+    assert 'pose.bones["spine3"].rotation_quaternion[0]' in curves
+    # TED Gesture (10 joints): no fingers, jaw or face keys
+    assert not [p for p in curves if "key_blocks" in p or '"jaw"' in p or "index" in p or "knee" in p]
+    take = addon_module("takes").list_takes(armature)[0]
+    action = bpy.data.actions[take["action"]]
+    assert float(action["sheg_take_fps"]) == 15.0
+    frames, _ = curves['pose.bones["right_elbow"].rotation_quaternion[0]']
+    expected = addon_module("core.resample").frame_count(int(action["sheg_take_frames"]), 15.0, 30.0)
+    assert len(frames) == expected and frames[0] == strip.frame_final_start
 
 
 @pytest.mark.worker
@@ -454,11 +513,20 @@ def test_worker_is_shut_down_with_the_addon(gen_scene):
 
 
 @pytest.mark.worker
-def test_check_backend_reports_in_one_line(addon, backend_prefs):
+def test_check_backend_reports_in_one_line(addon, backend_prefs, tmp_path):
     assert bpy.ops.sheg.check_backend() == {"FINISHED"}
     summary = backend_prefs.check_summary
     assert "\n" not in summary
     assert "sheg 0.1.0 ok" in summary and "torch" in summary and "devices: cpu" in summary
+    assert "SMPL-X file: not set (stand-in rig)" in summary
+    model_file = tmp_path / "SMPLX_NEUTRAL.npz"
+    model_file.write_bytes(b"x")
+    backend_prefs.smplx_model_path = str(model_file)
+    try:
+        assert bpy.ops.sheg.check_backend() == {"FINISHED"}
+        assert backend_prefs.check_summary.endswith("SMPL-X file ok")  # and the test venv has the smplx package
+    finally:
+        backend_prefs.smplx_model_path = ""
 
 
 HEADLESS_SCRIPT = """
@@ -636,7 +704,7 @@ def test_panels_and_preferences_draw(gen_scene, backend_prefs):
     drawn.clear()
     type(backend_prefs).draw(PanelStandIn(LayoutProbe(drawn), backend_prefs), bpy.context)
     assert {"backend_mode", "python_path", "device", "model_folders", "sheg.check_backend"} <= set(drawn)
-    assert "label:Models: Default (embedded), tiny-test" in drawn
+    assert "label:Models: Default (embedded), DiffGesture small (embedded), tiny-test" in drawn
     drawn.clear()
     backend_prefs.backend_mode = "MANAGED"
     type(backend_prefs).draw(PanelStandIn(LayoutProbe(drawn), backend_prefs), bpy.context)

@@ -22,7 +22,8 @@ def _add_generate(sub) -> None:
     p.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3, ...)")
     p.add_argument("-o", "--out", required=True,
                    help="output .npz (one audio file) or folder (one take per audio file, named after it)")
-    p.add_argument("--model", default=None, help="model folder (default: the embedded default model)")
+    p.add_argument("--model", default=None,
+                   help="model folder, or an embedded model's name: default, diffgesture-small (default: default)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same take")
     p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the model's, usually 25)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off)")

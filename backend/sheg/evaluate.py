@@ -84,7 +84,7 @@ def evaluate(model, audio: str, *, seeds=(0, 1, 2), reference: str | None = None
     if start < 0 or (end is not None and end <= start):
         raise BadInput(f"--start must be >= 0 and --end after it, got {start:g}..{end}")
     wave = _crop(load_audio(audio, METRIC_SR), METRIC_SR, start, end)
-    model_rate = model.audio_spec.sample_rate
+    model_rate = model.sample_rate
     model_wave = _crop(load_audio(audio, model_rate), model_rate, start, end)
     if other_audio:
         other = load_audio(other_audio, METRIC_SR)
@@ -134,7 +134,7 @@ def eval_main(args) -> int:
     for path in [args.audio, args.reference, args.other_audio, args.mean_vel]:
         if path is not None and not os.path.isfile(path):
             raise BadInput(f"file not found: {path}")
-    model = load_model(None if args.model == "default" else args.model, device=args.device)
+    model = load_model(args.model, device=args.device)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if not args.json else None
     if args.mean_vel is None and not args.json:
         print("sheg: note: no --mean-vel (mean_vel_smplxflame_30.npy): beat consistency is left out", file=sys.stderr)
@@ -156,7 +156,7 @@ def build_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("eval", help="metrics of a model on one audio file (markdown table)",
                               description=__doc__.splitlines()[0],
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("model", help="model folder, or 'default' for the embedded default model")
+    p.add_argument("model", help="model folder, or an embedded model's name (default, diffgesture-small)")
     p.add_argument("--audio", required=True, help="speech audio file to generate from")
     p.add_argument("--reference", default=None, help="ground-truth take .npz for the same audio (adds a row)")
     p.add_argument("--other-audio", default=None,

@@ -25,7 +25,33 @@ from .layouts import get_layout, take_from_vector
 from .sampling import count_model_calls, foppas_sample
 from .take import sha256_of, write_arkit_json, write_take
 
-DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(__file__), "models", "default")
+EMBEDDED_MODELS_DIR = os.path.join(os.path.dirname(__file__), "models")
+DEFAULT_MODEL_DIR = os.path.join(EMBEDDED_MODELS_DIR, "default")
+
+
+def embedded_models() -> list[str]:
+    """Names of the models shipped inside the package ("default" first); `load_model(name)` loads one."""
+    names = sorted(n for n in os.listdir(EMBEDDED_MODELS_DIR)
+                   if os.path.isfile(os.path.join(EMBEDDED_MODELS_DIR, n, "model.json")))
+    return sorted(names, key=lambda n: n != "default")
+
+
+def resolve_model_path(path: str | None) -> str:
+    """A model folder for `path`: None is the embedded default; an existing path is itself; a bare name that is no
+    path here names an embedded model (e.g. "diffgesture-small")."""
+    if path is None:
+        path = DEFAULT_MODEL_DIR
+        if not os.path.exists(os.path.join(path, "model.json")):
+            raise ShegError("the embedded default model is not installed in this build of sheg: "
+                            "pass --model MODEL_DIR")
+        return path
+    path = os.fspath(path)
+    if not os.path.exists(path) and os.sep not in path and "/" not in path:
+        if path in embedded_models():
+            return os.path.join(EMBEDDED_MODELS_DIR, path)
+        raise BadInput(f"model not found: {path} is neither a folder nor an embedded model "
+                       f"({', '.join(embedded_models())})")
+    return path
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -80,6 +106,7 @@ class Model:
         self.device = device
         self.layout = get_layout(meta["layout"])
         self.audio_spec = AudioFeatureSpec.from_dict(meta["audio"])
+        self.sample_rate = self.audio_spec.sample_rate  # of the audio generate() reads (mel)
         self.fps = float(meta.get("fps", self.audio_spec.fps))
         self.window = int(meta["window"])
         self.overlap = int(meta["overlap"])
@@ -93,6 +120,8 @@ class Model:
         self.jump_length = int(sampler.get("jump_length", 3))
         clip = sampler.get("clip_x0")
         self.clip_x0 = None if clip is None else float(clip)
+        lowpass = sampler.get("lowpass_hz")
+        self.lowpass_hz = None if not lowpass else float(lowpass)
         self.default_guidance = float(meta.get("guidance_scale", 1.0))
         self.default_style = int(meta.get("default_style", 0))
         self.uses_hubert = bool(getattr(net.config, "use_hubert", False))
@@ -166,11 +195,15 @@ class Model:
         mel, hub, frames = self._features(audio)
         vec = self.sample(mel, hub, seed=seed, steps=steps, guidance=guidance, style=style, overlap=overlap,
                           jumps=jumps, resample=resample, progress=report)
+        if self.lowpass_hz:
+            vec = lowpass(vec, self.fps, self.lowpass_hz)
         arrays = take_from_vector(self.layout, vec)
         meta = {"model_id": self.model_id, "seed": int(seed), "steps": steps or self.default_steps,
                 "guidance": self.default_guidance if guidance is None else float(guidance),
                 "style": self.default_style if style is None else int(style), "sheg_version": __version__,
                 "layout": self.layout.name}
+        if self.lowpass_hz:
+            meta["lowpass_hz"] = self.lowpass_hz
         if isinstance(audio, (str, os.PathLike)):
             meta["audio_file"] = os.path.abspath(os.fspath(audio))
             meta["audio_sha256"] = sha256_of(os.fspath(audio))
@@ -235,6 +268,20 @@ class Model:
             return (x[0].float() * self.std + self.mean).cpu().numpy()
 
 
+def lowpass(vec: np.ndarray, fps: float, cutoff_hz: float) -> np.ndarray:
+    """Zero-phase low-pass of a motion vector sequence (T, D) over time: a 2nd-order Butterworth run forward and
+    backward (no lag). A model card's `sampler.lowpass_hz` asks for it when a small model's output carries
+    frame-to-frame jitter that real motion does not have. Takes under 4 frames are returned as they are."""
+    from scipy.signal import butter, sosfiltfilt
+
+    if not 0.0 < cutoff_hz < fps / 2.0:
+        raise BadInput(f"sampler.lowpass_hz must be between 0 and half the frame rate ({fps / 2:g}), got {cutoff_hz}")
+    if len(vec) < 4:
+        return vec
+    sos = butter(2, cutoff_hz, fs=fps, output="sos")
+    return sosfiltfilt(sos, vec, axis=0, padlen=min(len(vec) - 1, 3 * 2 * len(sos))).astype(vec.dtype)
+
+
 def _model_arch(path: str) -> str | None:
     """The `arch` named in a model folder's model.json (None when unreadable: the loader then reports why)."""
     import json
@@ -248,14 +295,11 @@ def _model_arch(path: str) -> str | None:
 
 
 def load_model(path: str | None = None, device: str = "auto", hubert: str | None = None):
-    """Load a model folder (model.json + model.safetensors); None loads the embedded default model.
+    """Load a model folder (model.json + model.safetensors); None loads the embedded default model, a bare name an
+    embedded model (`embedded_models()`).
 
     Returns a `Model` (UniEG) or a `sheg.diffgesture.DiffGestureModel`, both with the same `generate` interface."""
-    if path is None:
-        path = DEFAULT_MODEL_DIR
-        if not os.path.exists(os.path.join(path, "model.json")):
-            raise ShegError("the embedded default model is not installed in this build of sheg: "
-                            "pass --model MODEL_DIR")
+    path = resolve_model_path(path)
     dev = resolve_device(device)
     if _model_arch(path) == "diffgesture":
         from .diffgesture import load_diffgesture_model
@@ -265,4 +309,4 @@ def load_model(path: str | None = None, device: str = "auto", hubert: str | None
     return Model(net, meta, dev, hubert=hubert)
 
 
-__all__ = ["Model", "Take", "load_model", "resolve_device", "Cancelled", "DEFAULT_MODEL_DIR"]
+__all__ = ["Model", "Take", "load_model", "resolve_device", "Cancelled", "DEFAULT_MODEL_DIR", "embedded_models"]

@@ -213,6 +213,31 @@ def test_worker_protocol_generate_cancel_errors_shutdown(worker, tiny_model_dir,
     assert worker.proc.wait(timeout=10) == 0
 
 
+def test_lowpass_removes_frame_jitter_and_keeps_the_length(tiny_model_dir, tmp_path):
+    import shutil
+
+    from sheg.pipeline import lowpass
+
+    smooth_dir = tmp_path / "smooth"
+    shutil.copytree(tiny_model_dir, smooth_dir)
+    meta = json.loads((smooth_dir / "model.json").read_text())
+    meta["sampler"]["lowpass_hz"] = 4.0
+    (smooth_dir / "model.json").write_text(json.dumps(meta))
+    audio = (np.random.default_rng(2).standard_normal(18000 * 3).astype(np.float32) * 0.1, 18000)
+    raw = sheg.load_model(tiny_model_dir, device="cpu").generate(audio, seed=1, steps=4)
+    smooth = sheg.load_model(str(smooth_dir), device="cpu").generate(audio, seed=1, steps=4)
+    assert smooth.vector.shape == raw.vector.shape and smooth.meta["lowpass_hz"] == 4.0
+    assert np.allclose(smooth.vector, lowpass(raw.vector, raw.fps, 4.0), atol=1e-6)
+    jerk = lambda v: np.abs(np.diff(v, 3, axis=0)).mean()  # noqa: E731
+    assert jerk(smooth.vector) < 0.2 * jerk(raw.vector)
+    # zero phase: a slow sine passes without delay or loss
+    t = np.arange(300) / 30.0
+    slow = np.sin(2 * np.pi * 0.5 * t)[:, None].astype(np.float32)
+    assert np.abs(lowpass(slow, 30.0, 4.0) - slow)[20:-20].max() < 1e-2
+    with pytest.raises(BadInput, match="lowpass_hz"):
+        lowpass(slow, 30.0, 20.0)
+
+
 def test_clip_x0_bounds_the_motion_in_normalized_units(tiny_model_dir, tmp_path):
     import shutil
 
