@@ -604,6 +604,7 @@ class DiffGestureModel:
         self.jump_length = int(sampler.get("jump_length", 3))
         self.default_jumps = int(sampler.get("jump_n_sample", 2))
         self.default_guidance = float(meta.get("guidance_scale", 1.0))
+        self.lowpass_hz = float(sampler["lowpass_hz"]) if sampler.get("lowpass_hz") else None
         self.spine = meta.get("spine", "chain")
         self.speakers = list(meta.get("speakers") or ["default"])
         self.default_style = 0
@@ -650,7 +651,7 @@ class DiffGestureModel:
         direction vectors for the first window (default: the dataset mean pose). progress and cancel as pipeline.
         """
         from . import __version__
-        from .pipeline import Take
+        from .pipeline import Take, lowpass
         from .take import sha256_of
 
         started = time.perf_counter()
@@ -669,10 +670,14 @@ class DiffGestureModel:
                           resample=resample, progress=report, long_mode=mode, stabilizer=stabilizer,
                           seed_poses=seed_poses)
         dir_vec = vec + self.mean.cpu().numpy()
+        if self.lowpass_hz:  # the model card's zero-phase low-pass, on the direction vectors (see pipeline.lowpass)
+            dir_vec = lowpass(dir_vec, self.fps, self.lowpass_hz)
         arrays = take_arrays(dir_vec, self.layout, self.spine)
         meta = {"model_id": self.model_id, "seed": int(seed), "steps": self._steps(steps, mode),
                 "guidance": self.default_guidance if guidance is None else float(guidance), "style": 0,
                 "sheg_version": __version__, "layout": self.layout.name, "long_mode": mode}
+        if self.lowpass_hz:
+            meta["lowpass_hz"] = self.lowpass_hz
         if isinstance(audio, (str, os.PathLike)):
             meta["audio_file"] = os.path.abspath(os.fspath(audio))
             meta["audio_sha256"] = sha256_of(os.fspath(audio))

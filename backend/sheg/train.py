@@ -381,6 +381,9 @@ def train_main(args) -> int:
 
     try:
         saved_meta = json.loads((out / "model.json").read_text(encoding="utf-8")) if saved else None
+        if saved_meta:  # the name and licence given when the run started stay unless given again
+            args.name = args.name or saved_meta.get("name")
+            args.license = args.license or saved_meta.get("license")
         data = recipe.load_data(args.data, saved_meta, lambda m: _log(m, dist))
         if saved and [s["fingerprint"] for s in saved["data"]] != [s["fingerprint"] for s in data.sources]:
             _log("sheg: warning: the training data differ from the run being resumed; it will not continue exactly",

@@ -160,10 +160,13 @@ def test_diffgesture_training_learns_resumes_exactly_and_generates(takes, tmp_pa
     assert meta["arch"] == "diffgesture" and meta["layout"] == "ted43" and meta["source"]["steps"] == 30
     assert len(meta["stats"]["mean_dir_vec"]) == 126
 
-    assert train([takes, "-o", resumed, *DG_COMMON, "--steps", "12", "--lr", "2e-3"]) == 0
+    assert train([takes, "-o", resumed, *DG_COMMON, "--steps", "12", "--lr", "2e-3", "--name", "dg-test",
+                  "--license", "test data"]) == 0
     assert train([takes, "-o", resumed, "--resume", "--steps", "30", "--threads", "1", "--val-every", "0"]) == 0
     a, b = weights(straight), weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    resumed_meta = json.loads((resumed / "model.json").read_text())
+    assert (resumed_meta["name"], resumed_meta["license"]) == ("dg-test", "test data")  # kept across --resume
 
     model = load_model(str(straight), device="cpu")
     take = model.generate(str(takes / "a.wav"), seed=0, steps=5)
