@@ -194,5 +194,7 @@ class DiffGestureRecipe:
         meta = diffgesture_meta(self.net_config, self.layout.name, data.mean,
                                 name=self.args.name or f"sheg-diffgesture-{self.settings['config']}", source=source,
                                 license=license)
-        meta["sampler"].update({"steps": 50, "long_mode": "chain"})  # DDIM 50 with the stabilizer: CPU real time
+        # official sampling (DDPM over all 500 steps, stabilized); fewer steps run DDIM with eta 1 so the stabilizer
+        # still shapes the injected noise (at eta 0 it has none to shape)
+        meta["sampler"].update({"eta": 1.0, "long_mode": "chain"})
         return meta
