@@ -733,7 +733,7 @@ class DiffGestureModel:
                     raise BadInput(f"overlap must be 0..{self.window - 1} frames and jumps >= 1, "
                                    f"got {overlap}, {jumps}")
                 x = self._foppas(wave, frames, steps, guidance, overlap, jumps, resample, generator, first_seed,
-                                 report)
+                                 stabilizer, report)
         return x[:frames].float().cpu().numpy()
 
     def _denoiser(self, wave, start, seed_poses, guidance) -> DiffGestureDenoiser:
@@ -770,7 +770,7 @@ class DiffGestureModel:
             seed_poses = x[:, -n_seed:]  # the raw (not cross-faded) tail seeds the next window, as upstream
         return torch.cat(parts, dim=0)
 
-    def _foppas(self, wave, frames, steps, guidance, overlap, jumps, resample, generator, first_seed,
+    def _foppas(self, wave, frames, steps, guidance, overlap, jumps, resample, generator, first_seed, stabilizer,
                 report) -> torch.Tensor:
         cfg = self.config
         window, stride = cfg.n_poses, cfg.n_poses - overlap
@@ -789,5 +789,6 @@ class DiffGestureModel:
 
         x = foppas_sample(make_denoiser, padded, cfg.pose_dim, self.schedule, window=window, overlap=overlap,
                           steps=steps, jump_length=self.jump_length, jump_n_sample=jumps, resample=resample,
-                          generator=generator, callback=on_step, device=self.device, known_to_denoiser=True)
+                          generator=generator, callback=on_step, device=self.device, known_to_denoiser=True,
+                          eta=self.eta, stabilizer=stabilizer, stabilizer_t0=self.stabilizer_t0)
         return x[0]

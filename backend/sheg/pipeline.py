@@ -122,6 +122,10 @@ class Model:
         self.clip_x0 = None if clip is None else float(clip)
         lowpass = sampler.get("lowpass_hz")
         self.lowpass_hz = None if not lowpass else float(lowpass)
+        # DiffSHEG samples with eta 0; a card may ask for DDIM noise shaped by DiffGesture's stabilizer
+        self.eta = float(sampler.get("eta", 0.0))
+        self.stabilizer = sampler.get("stabilizer")
+        self.stabilizer_t0 = int(sampler.get("stabilizer_t0", 25))
         self.default_guidance = float(meta.get("guidance_scale", 1.0))
         self.default_style = int(meta.get("default_style", 0))
         self.uses_hubert = bool(getattr(net.config, "use_hubert", False))
@@ -264,7 +268,8 @@ class Model:
         with torch.inference_mode(), (cache() if cache else contextlib.nullcontext()):
             x = foppas_sample(make_denoiser, frames, self.layout.dim, self.schedule, window=self.window,
                               overlap=overlap, steps=steps, jump_length=self.jump_length, jump_n_sample=jumps,
-                              resample=resample, generator=generator, callback=on_step, device=self.device)
+                              resample=resample, generator=generator, callback=on_step, device=self.device,
+                              eta=self.eta, stabilizer=self.stabilizer, stabilizer_t0=self.stabilizer_t0)
             return (x[0].float() * self.std + self.mean).cpu().numpy()
 
 

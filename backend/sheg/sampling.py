@@ -262,7 +262,8 @@ def count_model_calls(total_frames: int, window: int, overlap: int, steps: int =
 def foppas_window(denoiser: Denoiser, x_init: torch.Tensor, schedule: NoiseSchedule, steps: int = 25,
                   known: torch.Tensor | None = None, known_len: int = 0, jump_length: int = 3,
                   jump_n_sample: int = 5, resample: bool = True, blend: bool = True,
-                  generator: torch.Generator | None = None, callback=None) -> torch.Tensor:
+                  generator: torch.Generator | None = None, callback=None, eta: float = 0.0,
+                  stabilizer: str | None = None, stabilizer_t0: int = 25) -> torch.Tensor:
     """Sample one window (B, T, D), outpainting after a known clean prefix.
 
     known=None (window 0): plain deterministic DDIM over ddim_timesteps(num_steps, steps) from x_init.
@@ -275,11 +276,15 @@ def foppas_window(denoiser: Denoiser, x_init: torch.Tensor, schedule: NoiseSched
 
     The callback info additionally has 'respaced_t', 'x_update' (the DDIM output before replacement),
     'known_noised', 'overlap_noise', 'abar_prev' and 'blend_weight' ((1, O, 1) or None when not blending).
+    eta > 0 (not official: DiffSHEG samples with eta 0) adds DDIM noise at every step, shaped by the stabilizer over
+    the last stabilizer_t0 respaced steps as in ddim_sample.
     """
     _check_x(x_init, "x_init")
+    stabilizer_share(0, stabilizer_t0, stabilizer)  # validates the options
     if known is None or (known_len == 0 and known.shape[1] == 0):
         return ddim_sample(denoiser, x_init, schedule, ddim_timesteps(schedule.num_steps, steps),
-                           eta=0.0, generator=generator, callback=callback)
+                           eta=eta, generator=generator, callback=callback, stabilizer=stabilizer,
+                           stabilizer_t0=stabilizer_t0)
     _check_x(known, "known")
     n_known = int(known_len) if known_len else known.shape[1]
     if not 0 < n_known <= min(known.shape[1], x_init.shape[1]):
@@ -303,13 +308,16 @@ def foppas_window(denoiser: Denoiser, x_init: torch.Tensor, schedule: NoiseSched
             beta = float(respaced.betas[t_last])
             x = math.sqrt(1.0 - beta) * x + math.sqrt(beta) * randn(x.shape, generator, x.device, x.dtype)
             continue
-        # 1. one DDIM step (eta = 0) at respaced index t_last
+        # 1. one DDIM step at respaced index t_last (t_last + 1 steps to go, this one included)
         t_orig = int(respaced.timesteps[t_last])
         abar = float(respaced.alphas_cumprod[t_last])
         abar_prev = float(respaced.alphas_cumprod_prev[t_last])
         eps = _predict(denoiser, x, t_orig)
         x0 = _x0_from_eps(x, eps, abar)
-        x_update = _ddim_update(x0, eps, abar, abar_prev, 0.0, generator)
+        share = stabilizer_share(t_last + 1, stabilizer_t0, stabilizer)
+        x_update = _ddim_update(x0, eps, abar, abar_prev, eta, generator,
+                                lambda shape, share=share: _stabilized_noise(shape, share, generator, x.device,
+                                                                             x.dtype))
         # 2. re-noise the known prefix to the new level with fresh noise (q(x_prev | known))
         noise_level = math.sqrt(1.0 - abar_prev)
         overlap_noise = randn(known.shape, generator, x.device, x.dtype)
@@ -331,7 +339,8 @@ def foppas_sample(make_denoiser: Callable[[int, int], Denoiser], total_frames: i
                   schedule: NoiseSchedule, window: int, overlap: int, steps: int = 25, jump_length: int = 3,
                   jump_n_sample: int = 5, resample: bool = True, batch: int = 1,
                   generator: torch.Generator | None = None, callback=None, device="cpu",
-                  blend: bool = True, known_to_denoiser: bool = False) -> torch.Tensor:
+                  blend: bool = True, known_to_denoiser: bool = False, eta: float = 0.0,
+                  stabilizer: str | None = None, stabilizer_t0: int = 25) -> torch.Tensor:
     """Generate (batch, total_frames, dim) float32 on `device` window by window (DiffSHEG FOPPAS).
 
     Windows come from window_spans; `make_denoiser(start, stop)` gives the denoiser for frames [start, stop) (it
@@ -343,7 +352,7 @@ def foppas_sample(make_denoiser: Callable[[int, int], Denoiser], total_frames: i
     included), 'total_calls', 'start' and 'stop'.
     known_to_denoiser=True calls `make_denoiser(start, stop, known)` instead, with `known` the previous window's clean
     last `overlap` frames (batch, overlap, dim) or None for window 0, so a model that conditions on seed poses
-    (DiffGesture) can bind them.
+    (DiffGesture) can bind them. eta, stabilizer, stabilizer_t0: as foppas_window (default: the official eta 0).
     """
     spans = window_spans(total_frames, window, overlap)
     if int(batch) < 1 or int(dim) < 1:
@@ -367,7 +376,8 @@ def foppas_sample(make_denoiser: Callable[[int, int], Denoiser], total_frames: i
         denoiser = make_denoiser(start, stop, known) if known_to_denoiser else make_denoiser(start, stop)
         x = foppas_window(denoiser, x_init, schedule, steps, known=known, known_len=int(overlap),
                           jump_length=jump_length, jump_n_sample=jump_n_sample, resample=resample, blend=blend,
-                          generator=generator, callback=window_callback)
+                          generator=generator, callback=window_callback, eta=eta, stabilizer=stabilizer,
+                          stabilizer_t0=stabilizer_t0)
         keep = stop - start if k == len(spans) - 1 else stride
         out[:, start:start + keep] = x[:, :keep]
         known = x[:, x.shape[1] - int(overlap):].clone() if overlap > 0 else None

@@ -377,6 +377,36 @@ def test_stabilizer_shapes_ddim_noise_only_with_eta():
     assert torch.equal(det[0], det[1])  # eta = 0 injects no noise to shape
 
 
+def test_foppas_with_eta_and_the_stabilizer_for_unieg_models(schedule):
+    """Official FOPPAS is eta 0; a stabilizer there changes nothing. eta > 0 adds seeded noise, and with the hard
+    stabilizer the late-step noise of a window is one vector for all its frames."""
+    def run(seed=5, **kwargs):
+        _, make = shared_denoiser()
+        return foppas_sample(make, 30, DIM, schedule, WINDOW, OVERLAP, generator=torch.Generator().manual_seed(seed),
+                             **kwargs)
+
+    plain = run()
+    assert torch.equal(plain, run(stabilizer="hard"))
+    noisy = run(eta=1.0, stabilizer="smooth")
+    assert not torch.allclose(plain, noisy) and torch.equal(noisy, run(eta=1.0, stabilizer="smooth"))
+    assert not torch.allclose(noisy, run(eta=1.0))  # the stabilizer shapes the eta noise
+    with pytest.raises(BadInput, match="unknown stabilizer"):
+        run(eta=1.0, stabilizer="soft")
+    x = torch.zeros(400, 12, 4)
+    known = torch.zeros(400, 3, 4)
+    updates = []
+    foppas_window(zero_denoiser, x, NoiseSchedule(100), steps=10, known=known, known_len=3, resample=False,
+                  eta=1.0, stabilizer="hard", stabilizer_t0=6, generator=torch.Generator().manual_seed(6),
+                  callback=updates.append)
+    def added_noise(step):  # eps = 0: x_update = sqrt(abar_prev) x0 + sigma z
+        return step["x_update"] - math.sqrt(step["abar_prev"]) * step["x0"]
+
+    late = added_noise(updates[-2])  # 2 respaced steps to go: the hard stabilizer shares all of the noise
+    assert late.abs().max() > 1e-3 and torch.allclose(late, late[:, :1].expand_as(late), atol=1e-5)
+    early = added_noise(updates[0])
+    assert not torch.allclose(early, early[:, :1].expand_as(early), atol=1e-3)
+
+
 def test_foppas_can_hand_the_previous_tail_to_the_denoiser(schedule):
     denoiser = LinearDenoiser()
     seen, finals = [], {}
