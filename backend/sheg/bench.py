@@ -51,7 +51,59 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def bench_diffgesture(model, seconds: float, steps=None, dtype: str = "float32") -> dict:
+    """The same figures for a DiffGesture model (its own sampler settings; the bare forward is one guided window)."""
+    device = model.device
+    rng = np.random.default_rng(0)
+    wave = (0.1 * rng.standard_normal(int(seconds * model.sample_rate))).astype(np.float32)
+    frames = model.frames_for(len(wave))
+    autocast = (torch.autocast(device.type, dtype=getattr(torch, dtype)) if dtype != "float32"
+                else contextlib.nullcontext())
+    calls = [0]
+    handle = model.net.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    try:
+        cfg = model.config
+        x = torch.randn(1, cfg.n_poses, cfg.pose_dim, device=device)
+        t = torch.full((1,), cfg.diffusion_steps // 2, dtype=torch.long, device=device)
+
+        def bare_forwards(n: int) -> list[float]:
+            times = []
+            with torch.inference_mode(), autocast:
+                denoiser = model._denoiser(wave, 0, None, model.default_guidance)  # one window, audio bound
+                for _ in range(n):
+                    _sync(device)
+                    a = time.perf_counter()
+                    denoiser(x, t)
+                    _sync(device)
+                    times.append(time.perf_counter() - a)
+            return times
+
+        bare_forwards(2)
+        forward_times = bare_forwards(5)
+        with autocast:
+            model.sample(wave, frames, steps=steps)  # warm-up
+        calls[0] = 0
+        _sync(device)
+        a = time.perf_counter()
+        with autocast:
+            model.sample(wave, frames, steps=steps)
+        _sync(device)
+        total_s = time.perf_counter() - a
+        sampler_calls = calls[0]
+        forward_times += bare_forwards(5)
+        forward_s = statistics.median(forward_times)
+    finally:
+        handle.remove()
+    # a batched guided call is one network forward (cond and uncond in one batch), as the bare forward
+    return {"model": model.model_id, "device": str(device), "dtype": dtype, "audio_s": seconds, "frames": frames,
+            "fps": model.fps, "calls": sampler_calls, "forward_ms": 1000 * forward_s, "uncached_forward_ms": float("nan"),
+            "sample_s": total_s, "s_per_s": total_s / seconds, "frames_per_s": frames / total_s,
+            "overhead": total_s / (sampler_calls * forward_s), "mel_s": 0.0, "threads": torch.get_num_threads()}
+
+
 def bench_model(model: Model, seconds: float, steps=None, jumps=None, dtype: str = "float32") -> dict:
+    if not isinstance(model, Model):  # DiffGesture
+        return bench_diffgesture(model, seconds, steps=steps, dtype=dtype)
     device = model.device
     spec = model.audio_spec
     rng = np.random.default_rng(0)

@@ -404,3 +404,15 @@ def test_sheg_load_model_dispatches_on_arch(model_dir, tmp_path):
     assert type(model).__name__ == "DiffGestureModel"
     take = model.generate((speech(2.5), SR), seed=0, steps=4)
     assert take.frames == int(2.5 * FPS) and take.arrays["poses"].shape[1] == 165
+
+
+def test_bench_reports_diffgesture_figures(model_dir, capsys):
+    from sheg.bench import run_bench
+
+    torch.manual_seed(0)
+    rows = run_bench([str(model_dir)], seconds=3.0, device="cpu", steps=4)
+    row = rows[0]
+    # 45 frames at 15 fps: windows of 34 with 4 seed frames -> 2 windows, 4 DDIM steps each, CFG in one batch
+    assert row["frames"] == 45 and row["calls"] == 2 * 4
+    assert row["frames_per_s"] > 0 and 0.2 < row["overhead"] < 20
+    assert "tiny-diffgesture" in capsys.readouterr().out
