@@ -90,27 +90,34 @@ class SHEG_PT_takes(bpy.types.Panel):
         row = layout.row(align=True)
         row.operator("sheg.import_take", icon="IMPORT")
         row.operator("sheg.export_take", icon="EXPORT")
-        if armature is None:
-            layout.label(text="No target armature")
-            return
-        found = takes.list_takes(armature)
-        if not found:
-            layout.label(text="No takes yet")
-            return
-        for take in reversed(found):  # newest first
-            box = layout.box()
-            row = box.row(align=True)
-            op = row.operator("sheg.solo_take", text="", icon="SOLO_ON" if take["solo"] else "SOLO_OFF",
-                              emboss=False)
-            op.take_name, op.solo = take["name"], not take["solo"]
-            row.label(text=take["name"])
-            op = row.operator("sheg.export_take", text="", icon="EXPORT", emboss=False)
-            op.take_name = take["name"]
-            op = row.operator("sheg.remove_take", text="", icon="X", emboss=False)
-            op.take_name = take["name"]
-            seed = take.get("seed")
-            audio = os.path.basename(take.get("audio_file") or "") or "?"
-            box.label(text=f"{take.get('model_id') or '?'} · seed {seed if seed is not None else '?'} · {audio}")
+        draw_take_boxes(layout, armature, _draw_take)
+
+
+def _draw_take(box, take) -> None:
+    row = box.row(align=True)
+    op = row.operator("sheg.solo_take", text="", icon="SOLO_ON" if take["solo"] else "SOLO_OFF", emboss=False)
+    op.take_name, op.solo = take["name"], not take["solo"]
+    row.label(text=take["name"])
+    op = row.operator("sheg.export_take", text="", icon="EXPORT", emboss=False)
+    op.take_name = take["name"]
+    op = row.operator("sheg.remove_take", text="", icon="X", emboss=False)
+    op.take_name = take["name"]
+    seed = take.get("seed")
+    audio = os.path.basename(take.get("audio_file") or "") or "?"
+    box.label(text=f"{take.get('model_id') or '?'} · seed {seed if seed is not None else '?'} · {audio}")
+
+
+def draw_take_boxes(layout, armature, draw_take) -> None:
+    """One box per take of `armature`, newest first, filled by draw_take(box, take); a line when there are none."""
+    if armature is None:
+        layout.label(text="No target armature")
+        return
+    found = takes.list_takes(armature)
+    if not found:
+        layout.label(text="No takes yet")
+        return
+    for take in reversed(found):
+        draw_take(layout.box(), take)
 
 
 classes = (SHEG_PT_main, SHEG_PT_takes)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import bpy
 
-from . import operators_takes, takes
+from . import operators_takes
+from .panel import draw_take_boxes
 
 class SHEG_PT_take_cleanup(bpy.types.Panel):
     bl_space_type = "VIEW_3D"
@@ -32,31 +33,26 @@ class SHEG_PT_take_cleanup(bpy.types.Panel):
         col.prop(settings, "smoothing", slider=True)
 
         armature = settings.armature
-        if armature is None:
-            layout.label(text="No target armature")
-            return
-        if operators_takes._tweaking_owners(armature):
+        if armature is not None and operators_takes._tweaking_owners(armature):
             box = layout.box()
             box.label(text="Tweaking: new keys go to the tweak layer", icon="NLA")
             box.operator("sheg.finish_tweak", icon="CHECKMARK")
-        found = takes.list_takes(armature)
-        if not found:
-            layout.label(text="No takes yet")
-            return
-        for take in reversed(found):  # newest first
-            box = layout.box()
-            row = box.row(align=True)
-            row.label(text=take["name"], icon="HIDE_ON" if take["mute"] else "ACTION")
-            for idname, icon in (("sheg.reduce_take_keys", "IPO_BEZIER"), ("sheg.add_tweak_layer", "NLA_PUSHDOWN"),
-                                 ("sheg.bake_take", "KEYFRAME_HLT")):
-                op = row.operator(idname, text="", icon=icon)
-                op.take_name = take["name"]
-            detail = f"{take['keys']} keys"
-            if take["tweak_layers"]:
-                detail += f" · {take['tweak_layers']} tweak layer{'s' if take['tweak_layers'] > 1 else ''}"
-            if take["baked_from"]:
-                detail += f" · baked from {take['baked_from']}"
-            box.label(text=detail)
+        draw_take_boxes(layout, armature, _draw_take)
+
+
+def _draw_take(box, take) -> None:
+    row = box.row(align=True)
+    row.label(text=take["name"], icon="HIDE_ON" if take["mute"] else "ACTION")
+    for idname, icon in (("sheg.reduce_take_keys", "IPO_BEZIER"), ("sheg.add_tweak_layer", "NLA_PUSHDOWN"),
+                         ("sheg.bake_take", "KEYFRAME_HLT")):
+        op = row.operator(idname, text="", icon=icon)
+        op.take_name = take["name"]
+    detail = f"{take['keys']} keys"
+    if take["tweak_layers"]:
+        detail += f" · {take['tweak_layers']} tweak layer{'s' if take['tweak_layers'] > 1 else ''}"
+    if take["baked_from"]:
+        detail += f" · baked from {take['baked_from']}"
+    box.label(text=detail)
 
 
 classes = (SHEG_PT_take_cleanup,)
