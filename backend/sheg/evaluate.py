@@ -1,7 +1,7 @@
 """`sheg eval`: generate a few takes for one audio file and print extractor-free metrics as a markdown table.
 
 Rows: one per seed, their mean (with the diversity across seeds), the same motion scored against *mismatched* audio
-(BC's null baseline: another file, or the same audio rotated by half its length), a static pose (BC's floor), and —
+(BC's null baseline: other files, averaged when several, or the same audio rotated by half its length), a static pose (BC's floor), and —
 with --reference — the ground-truth take. Positions come from forward kinematics on the stand-in skeleton
 (sheg.skeleton) with translation zeroed; the reference is restricted to the joints the model generates (the others
 at rest), so both sides are scored on the same body parts. See sheg.metrics for the definitions.
@@ -24,16 +24,20 @@ from .skeleton import forward_kinematics
 METRIC_SR = 16000
 
 
-def _score(poses: np.ndarray, fps: float, wave: np.ndarray, other_wave: np.ndarray, mean_vel, seams=None) -> dict:
-    """Metrics of one take: poses (T, 165) at fps against wave / other_wave (16 kHz)."""
+def _score(poses: np.ndarray, fps: float, wave: np.ndarray, other_waves: list, mean_vel, seams=None) -> dict:
+    """Metrics of one take: poses (T, 165) at fps against wave and the mismatched other_waves (16 kHz; their BC is
+    averaged, which steadies the null baseline)."""
     positions = forward_kinematics(poses)
     row = {}
     if mean_vel is not None:
-        for key, w in (("BC", wave), ("BC mismatched audio", other_wave)):
+        def bc(w):
             try:
-                row[key] = metrics.beat_consistency(positions, w, METRIC_SR, fps, mean_vel)
+                return metrics.beat_consistency(positions, w, METRIC_SR, fps, mean_vel)
             except ValueError:  # shorter than the 2 s + 2 s BC leaves out
-                row[key] = float("nan")
+                return float("nan")
+
+        row["BC"] = bc(wave)
+        row["BC mismatched audio"] = float(np.mean([bc(w) for w in other_waves]))
     row["L1div"] = metrics.l1_div(positions)
     stats = metrics.jerk_stats(positions, fps)
     row["jerk mean (m/s^3)"] = stats["jerk_mean"]
@@ -64,7 +68,7 @@ def _crop(wave: np.ndarray, rate: float, start: float, end: float | None) -> np.
     return wave[a:b]
 
 
-def evaluate(model, audio: str, *, seeds=(0, 1, 2), reference: str | None = None, other_audio: str | None = None,
+def evaluate(model, audio: str, *, seeds=(0, 1, 2), reference: str | None = None, other_audio=None,
              mean_vel: str | None = None, steps: int | None = None, start: float = 0.0, end: float | None = None,
              log=None) -> list[dict]:
     """Metric rows (dicts) for `model` (a sheg.pipeline.Model) on the audio file `audio`.
@@ -86,12 +90,16 @@ def evaluate(model, audio: str, *, seeds=(0, 1, 2), reference: str | None = None
     wave = _crop(load_audio(audio, METRIC_SR), METRIC_SR, start, end)
     model_rate = model.sample_rate
     model_wave = _crop(load_audio(audio, model_rate), model_rate, start, end)
-    if other_audio:
-        other = load_audio(other_audio, METRIC_SR)
-        other = np.resize(other, len(wave)) if len(other) < len(wave) else other[: len(wave)]
-        other_label = os.path.basename(other_audio)
+    others = [other_audio] if isinstance(other_audio, (str, os.PathLike)) else list(other_audio or [])
+    if others:
+        other = []
+        for path in others:
+            w = load_audio(path, METRIC_SR)
+            other.append(np.resize(w, len(wave)) if len(w) < len(wave) else w[: len(wave)])
+        other_label = ", ".join(os.path.basename(path) for path in others) + (" (BC averaged)" if len(others) > 1
+                                                                              else "")
     else:
-        other = np.roll(wave, len(wave) // 2)
+        other = [np.roll(wave, len(wave) // 2)]
         other_label = "same audio rotated by half"
     fps = model.fps
 
@@ -131,7 +139,7 @@ def eval_main(args) -> int:
 
     if args.seeds < 1:
         raise BadInput("--seeds must be at least 1")
-    for path in [args.audio, args.reference, args.other_audio, args.mean_vel]:
+    for path in [args.audio, args.reference, *(args.other_audio or []), args.mean_vel]:
         if path is not None and not os.path.isfile(path):
             raise BadInput(f"file not found: {path}")
     model = load_model(args.model, device=args.device)
@@ -159,8 +167,9 @@ def build_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("model", help="model folder, or an embedded model's name (default, diffgesture-small)")
     p.add_argument("--audio", required=True, help="speech audio file to generate from")
     p.add_argument("--reference", default=None, help="ground-truth take .npz for the same audio (adds a row)")
-    p.add_argument("--other-audio", default=None,
-                   help="audio for the mismatched-audio BC baseline (default: the audio rotated by half its length)")
+    p.add_argument("--other-audio", action="append", default=None,
+                   help="audio for the mismatched-audio BC baseline; repeat it to average several (default: the "
+                        "audio rotated by half its length)")
     p.add_argument("--mean-vel", default=None,
                    help="EMAGE mean_vel_smplxflame_30.npy (per-joint mean speeds); needed for beat consistency")
     p.add_argument("--start", type=float, default=0.0, help="evaluate from this second of the audio/reference")

@@ -174,3 +174,23 @@ def test_diffgesture_training_learns_resumes_exactly_and_generates(takes, tmp_pa
     assert take.arrays["generated_joints"].sum() > 20  # spine, arms, hands
     with pytest.raises(BadInput, match="window"):
         train([takes, "-o", tmp_path / "w", *DG_COMMON, "--window", "20", "--steps", "1"])
+
+
+def test_eval_averages_several_mismatched_audio_files(takes, tmp_path):
+    from sheg.evaluate import evaluate
+    from sheg.pipeline import load_model
+
+    out = tmp_path / "model"
+    assert train([takes, "-o", out, *COMMON, "--steps", "1"]) == 0
+    mean_vel = tmp_path / "mean_vel.npy"
+    np.save(mean_vel, np.full(55, 0.1, dtype=np.float32))
+    model = load_model(str(out), device="cpu")
+
+    def mismatched(others):
+        rows = evaluate(model, str(takes / "a.wav"), seeds=(0,), other_audio=others, mean_vel=str(mean_vel), steps=2)
+        return rows[0]["BC mismatched audio"]
+
+    one, two = mismatched(str(takes / "b.wav")), mismatched([str(takes / "a.wav")])
+    both = mismatched([str(takes / "b.wav"), str(takes / "a.wav")])
+    assert np.isfinite(one) and both == pytest.approx((one + two) / 2)
+
