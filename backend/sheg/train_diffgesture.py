@@ -146,6 +146,10 @@ class DiffGestureRecipe:
                            f"unset")
         if getattr(args, "hubert", None):
             raise BadInput("DiffGesture models read raw audio, not HuBERT: drop --hubert")
+        given = [f"--{k.replace('_', '-')}" for k in ("loss_eps", "loss_vel", "loss_huber")
+                 if getattr(args, k, None) is not None]
+        if given:
+            raise BadInput(f"DiffGesture trains on the eps MSE alone: drop {', '.join(given)}")
         self.schedule = NoiseSchedule(self.net_config.diffusion_steps, self.net_config.beta_start,
                                       self.net_config.beta_end)
         self.classifier_free = self.net_config.classifier_free

@@ -174,6 +174,8 @@ def test_diffgesture_training_learns_resumes_exactly_and_generates(takes, tmp_pa
     assert take.arrays["generated_joints"].sum() > 20  # spine, arms, hands
     with pytest.raises(BadInput, match="window"):
         train([takes, "-o", tmp_path / "w", *DG_COMMON, "--window", "20", "--steps", "1"])
+    with pytest.raises(BadInput, match="eps MSE alone: drop --loss-vel"):
+        train([takes, "-o", tmp_path / "v", *DG_COMMON, "--loss-vel", "2", "--steps", "1"])
 
 
 def test_eval_averages_several_mismatched_audio_files(takes, tmp_path):
