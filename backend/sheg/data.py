@@ -24,6 +24,7 @@ import numpy as np
 from .audio import AudioFeatureSpec, load_audio, mel_features, num_motion_frames
 from .errors import BadInput
 from .layouts import NUM_EXPRESSIONS, SHOW, Layout, show_vector_from_take
+from .skeleton import mirror_poses
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 # Floor for the per-dimension std used to normalise. Dimensions that move less than 0.01 (0.57 degrees for a
@@ -220,6 +221,18 @@ def resample_motion(poses: np.ndarray, expressions: np.ndarray, fps_in: float, f
 # loading
 
 
+def mirrored_take(take: Take, npz_path: str, fps: float) -> Take:
+    """The take reflected left <-> right (skeleton.mirror_poses) with the same audio features: training data
+    augmentation for speakers without a handedness. Expressions stay as captured (the FLAME expression basis has no
+    mirror map); the jaw is mirrored with the body."""
+    poses, expr, fps_in = read_motion(npz_path)
+    poses, expr = resample_motion(poses, expr, fps_in, fps)
+    frames = take.frames
+    vectors = show_vector_from_take(mirror_poses(poses[:frames]), expr[:frames]).astype(np.float32)
+    return Take(name=f"{take.name}~mirrored", vectors=vectors, mel=take.mel, hubert=take.hubert,
+                fingerprint=take.fingerprint)
+
+
 def load_take(npz_path: str, audio_path: str, spec: AudioFeatureSpec, fps: float, layout: Layout = SHOW,
               hubert_model: str | None = None, hubert_rate: int = 16000, device: str = "cpu") -> Take:
     """One take at `fps`: network vectors, mel frames (and HuBERT features when hubert_model is given)."""
@@ -282,10 +295,12 @@ def compute_stats(takes: list, train_stops: list, std_floor: float = STD_FLOOR) 
 def build_training_data(paths, spec: AudioFeatureSpec, fps: float, window: int, stride: int = 1,
                         holdout_seconds: float = 10.0, val_stride: int | None = None, layout: Layout = SHOW,
                         stats: tuple[np.ndarray, np.ndarray] | None = None, hubert_model: str | None = None,
-                        hubert_rate: int = 16000, device: str = "cpu", log=None) -> TrainingData:
+                        hubert_rate: int = 16000, device: str = "cpu", mirror: bool = False,
+                        log=None) -> TrainingData:
     """Load the takes under `paths`, split off the last `holdout_seconds` of each, normalise, and window them.
 
-    stats: (mean, std) to use instead of computing them (resuming must reuse the saved ones).
+    stats: (mean, std) to use instead of computing them (resuming must reuse the saved ones). mirror: also train on
+    every take reflected left <-> right (`mirrored_take`); validation stays on the takes as captured.
     Training windows: every `stride` frames inside each take's training part. Validation windows: every
     `val_stride` (default window // 2) frames inside the held-out parts (none when they are shorter than a window).
     """
@@ -296,6 +311,11 @@ def build_training_data(paths, spec: AudioFeatureSpec, fps: float, window: int, 
         takes.append(load_take(npz, audio, spec, fps, layout, hubert_model, hubert_rate, device))
         log(f"loaded {takes[-1].name}: {takes[-1].frames} frames ({takes[-1].frames / fps:.1f} s)")
     stops = [split_frames(t.frames, fps, holdout_seconds) for t in takes]
+    val_ranges = [(stop, t.frames) for t, stop in zip(takes, stops)]
+    if mirror:
+        takes += [mirrored_take(t, npz, fps) for t, (npz, _) in zip(list(takes), pairs)]
+        stops += stops
+        val_ranges += [(0, 0)] * len(val_ranges)
     if stats is None:
         mean, std = compute_stats(takes, stops)
     else:
@@ -305,13 +325,12 @@ def build_training_data(paths, spec: AudioFeatureSpec, fps: float, window: int, 
     for t in takes:
         t.vectors = ((t.vectors - mean) / std).astype(np.float32)
     train = _windows(takes, [(0, stop) for stop in stops], window, stride)
-    val = _windows(takes, [(stop, t.frames) for t, stop in zip(takes, stops)], window,
-                   val_stride or max(1, window // 2))
+    val = _windows(takes, val_ranges, window, val_stride or max(1, window // 2))
     if len(train) == 0:
         longest = max(stops) / fps
         raise BadInput(f"no training window of {window} frames fits: the longest training part is {longest:.2f} s "
                        f"after holding out {holdout_seconds:g} s per take; use more data, a shorter --window or "
                        f"--holdout-seconds")
     sources = [{"name": t.name, "frames": t.frames, "train_frames": stop, "fingerprint": t.fingerprint}
-               for t, stop in zip(takes, stops)]
+               for t, stop in zip(takes[:len(pairs)], stops)]
     return TrainingData(train=train, val=val, mean=mean, std=std, sources=sources)

@@ -80,6 +80,18 @@ def _rest_joints() -> np.ndarray:
 # (55, 3) rest-pose joint locations in metres, pelvis at the origin.
 REST_JOINTS = _rest_joints()
 
+# The left/right counterpart of every joint (itself for the centre line).
+MIRROR_JOINTS = tuple(JOINT_NAMES.index(n.replace("left_", "right_") if n.startswith("left_") else
+                                        n.replace("right_", "left_")) for n in JOINT_NAMES)
+
+
+def mirror_poses(poses: np.ndarray) -> np.ndarray:
+    """SMPL-X axis-angle poses (T, 165) or (T, 55, 3) reflected left <-> right (x -> -x): each joint takes its
+    counterpart's rotation with the axis reflected, (x, y, z) -> (x, -y, -z). Same shape as given."""
+    poses = np.asarray(poses, dtype=np.float64)
+    shaped = poses.reshape(len(poses), NUM_JOINTS, 3)
+    return (shaped[:, MIRROR_JOINTS] * np.array([1.0, -1.0, -1.0])).reshape(poses.shape)
+
 
 def axis_angle_to_matrix(rotvec: np.ndarray) -> np.ndarray:
     """Batched Rodrigues: axis-angle (..., 3) radians -> rotation matrices (..., 3, 3) float64.

@@ -81,7 +81,7 @@ CONFIGS = {
 # Settings a resumed run must keep (default used when a new run does not give them).
 RESUMABLE_DEFAULTS = {"arch": "unieg", "config": "small", "batch": 32, "lr": 2e-4, "seed": 0, "holdout_seconds": 10.0,
                       "window": None, "stride": 1, "loss_eps": 1000.0, "loss_vel": 1.0, "loss_huber": 100.0,
-                      "null_prob": 0.2, "grad_clip": 0.5}
+                      "null_prob": 0.2, "grad_clip": 0.5, "mirror": False}
 DEFAULT_STEPS = 20000
 
 
@@ -238,7 +238,8 @@ class UniEGRecipe:
         return build_training_data(paths, AudioFeatureSpec.from_dict(cfg["audio"]), cfg["fps"], settings["window"],
                                    settings["stride"], settings["holdout_seconds"], stats=stats,
                                    hubert_model=self.args.hubert if self.net_config.use_hubert else None,
-                                   hubert_rate=hubert_rate, device=str(self.device), log=log)
+                                   hubert_rate=hubert_rate, device=str(self.device),
+                                   mirror=settings["mirror"], log=log)
 
     def new_net(self):
         from .unieg import UniEG
@@ -550,6 +551,9 @@ def build_parser(subparsers) -> argparse.ArgumentParser:
                    help="share of each batch trained without conditions, classifier-free configs (default 0.2; "
                         "diffgesture 0.1)")
     p.add_argument("--grad-clip", type=float, default=None, help="gradient-norm clip (default 0.5; diffgesture 10)")
+    p.add_argument("--mirror", action="store_const", const=True, default=None,
+                   help="also train on every take reflected left <-> right (expressions as captured); validation "
+                        "stays on the captured takes")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (DDP: cuda:LOCAL_RANK)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--val-every", type=int, default=500, help="validation loss every N steps (0: only at the end)")

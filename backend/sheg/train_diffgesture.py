@@ -21,6 +21,7 @@ from .diffgesture import (DiffGestureConfig, DiffGestureNet, DiffGestureTraining
                           diffgesture_training_loss, load_diffgesture_dir, save_diffgesture_dir, window_audio)
 from .diffusion import NoiseSchedule
 from .errors import BadInput
+from .skeleton import mirror_poses
 from .ted import dir_vec_from_smplx, get_ted_layout
 
 # "small": the project's DiffGesture trained on the BEAT2 take, upper body in the TED Gesture layout (10 joints,
@@ -75,8 +76,10 @@ class DirVecData:
     sources: list = field(default_factory=list)
 
 
-def load_dir_vec_take(npz_path: str, audio_path: str, layout, fps: float, sample_rate: int) -> DirVecTake:
-    """One SMPL-X take as TED direction vectors at `fps` with its raw audio at `sample_rate`, cut to the shorter."""
+def load_dir_vec_takes(npz_path: str, audio_path: str, layout, fps: float, sample_rate: int,
+                       mirror: bool = False) -> list[DirVecTake]:
+    """One SMPL-X take as TED direction vectors at `fps` with its raw audio at `sample_rate`, cut to the shorter;
+    with mirror, also the take reflected left <-> right (skeleton.mirror_poses) on the same audio."""
     poses, expressions, fps_in = read_motion(npz_path)
     poses, _ = resample_motion(poses, expressions, fps_in, fps)
     wave = load_audio(audio_path, sample_rate)
@@ -84,22 +87,30 @@ def load_dir_vec_take(npz_path: str, audio_path: str, layout, fps: float, sample
     name = npz_path.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
     if frames < 1:
         raise BadInput(f"take {name} has no frame with both motion and audio")
-    vectors = dir_vec_from_smplx(poses[:frames], layout)
     wave = wave[:int(np.ceil(frames * sample_rate / fps))]
-    return DirVecTake(name, vectors, wave, _file_fingerprint(npz_path, audio_path))
+    fingerprint = _file_fingerprint(npz_path, audio_path)
+    takes = [DirVecTake(name, dir_vec_from_smplx(poses[:frames], layout), wave, fingerprint)]
+    if mirror:
+        takes.append(DirVecTake(f"{name}~mirrored", dir_vec_from_smplx(mirror_poses(poses[:frames]), layout), wave,
+                                fingerprint))
+    return takes
 
 
 def build_dir_vec_data(paths, config: DiffGestureConfig, layout, holdout_seconds: float, stride: int = 1,
-                       mean: np.ndarray | None = None, log=None) -> DirVecData:
+                       mean: np.ndarray | None = None, mirror: bool = False, log=None) -> DirVecData:
     """Load the takes under `paths`, hold out the last seconds of each, subtract the mean, and window them.
 
-    mean: the mean_dir_vec to use instead of computing it (resuming must reuse the saved one)."""
+    mean: the mean_dir_vec to use instead of computing it (resuming must reuse the saved one). mirror: also train on
+    the takes reflected left <-> right; validation stays on the takes as captured."""
     log = log or (lambda msg: None)
     layout = get_ted_layout(layout)
-    takes = []
+    takes, captured = [], []
     for npz, audio in find_takes(paths):
-        takes.append(load_dir_vec_take(npz, audio, layout, config.fps, config.sample_rate))
-        log(f"loaded {takes[-1].name}: {takes[-1].frames} frames ({takes[-1].frames / config.fps:.1f} s)")
+        loaded = load_dir_vec_takes(npz, audio, layout, config.fps, config.sample_rate, mirror)
+        captured.append(loaded[0])
+        takes += loaded
+        log(f"loaded {loaded[0].name}: {loaded[0].frames} frames ({loaded[0].frames / config.fps:.1f} s)"
+            + (" (+ mirrored)" if mirror else ""))
     stops = [split_frames(t.frames, config.fps, holdout_seconds) for t in takes]
     if mean is None:
         frames = np.concatenate([t.vectors[:stop] for t, stop in zip(takes, stops)]).astype(np.float64)
@@ -118,12 +129,14 @@ def build_dir_vec_data(paths, config: DiffGestureConfig, layout, holdout_seconds
                              config.audio_samples)
 
     train = windows([(0, stop) for stop in stops], stride)
-    val = windows([(stop, t.frames) for t, stop in zip(takes, stops)], max(1, config.n_poses // 2))
+    is_captured = [any(t is c for c in captured) for t in takes]
+    val = windows([(stop, t.frames) if kept else (0, 0) for t, stop, kept in zip(takes, stops, is_captured)],
+                  max(1, config.n_poses // 2))
     if len(train) == 0:
         raise BadInput(f"no training window of {config.n_poses} frames fits after holding out {holdout_seconds:g} s "
                        f"per take; use more data or a shorter --holdout-seconds")
     sources = [{"name": t.name, "frames": t.frames, "train_frames": stop, "fingerprint": t.fingerprint}
-               for t, stop in zip(takes, stops)]
+               for t, stop, kept in zip(takes, stops, is_captured) if kept]
     return DirVecData(train=train, val=val, mean=mean, sources=sources)
 
 
@@ -157,7 +170,7 @@ class DiffGestureRecipe:
     def load_data(self, paths, saved_meta: dict | None, log) -> DirVecData:
         mean = saved_meta["stats"]["mean_dir_vec"] if saved_meta else None
         return build_dir_vec_data(paths, self.net_config, self.layout, self.settings["holdout_seconds"],
-                                  self.settings["stride"], mean=mean, log=log)
+                                  self.settings["stride"], mean=mean, mirror=self.settings["mirror"], log=log)
 
     def new_net(self) -> DiffGestureNet:
         return DiffGestureNet(self.net_config)

@@ -196,3 +196,30 @@ def test_eval_averages_several_mismatched_audio_files(takes, tmp_path):
     both = mismatched([str(takes / "b.wav"), str(takes / "a.wav")])
     assert np.isfinite(one) and both == pytest.approx((one + two) / 2)
 
+
+
+def test_mirror_augmentation_reflects_the_body_and_keeps_validation_on_captured_takes(takes, tmp_path):
+    from sheg import skeleton
+    from sheg.audio import AudioFeatureSpec
+    from sheg.data import build_training_data
+    from sheg.diffgesture import DiffGestureConfig
+    from sheg.train_diffgesture import build_dir_vec_data
+
+    rng = np.random.default_rng(0)
+    poses = rng.normal(0.0, 0.4, (6, 165))
+    mirrored = skeleton.mirror_poses(poses)
+    assert np.array_equal(skeleton.mirror_poses(mirrored), poses)
+    a, b = skeleton.forward_kinematics(poses), skeleton.forward_kinematics(mirrored)
+    assert np.allclose(b[:, list(skeleton.MIRROR_JOINTS)] * (-1.0, 1.0, 1.0), a)  # a reflection of the body
+
+    spec = AudioFeatureSpec(sample_rate=18000, hop_length=600, log=True)
+    plain = build_training_data(takes, spec, 30.0, 32, 1, 1.5)
+    both = build_training_data(takes, spec, 30.0, 32, 1, 1.5, mirror=True)
+    assert len(both.train) == 2 * len(plain.train) and len(both.val) == len(plain.val)
+    assert [s["name"] for s in both.sources] == [s["name"] for s in plain.sources]
+    dg = DiffGestureConfig(pose_dim=126, hidden=32, depth=2, heads=4)
+    plain_dg = build_dir_vec_data(takes, dg, "ted43", 1.5)
+    both_dg = build_dir_vec_data(takes, dg, "ted43", 1.5, mirror=True)
+    assert len(both_dg.train) == 2 * len(plain_dg.train) and len(both_dg.val) == len(plain_dg.val)
+    assert train([takes, "-o", tmp_path / "run", *COMMON, "--mirror", "--steps", "1"]) == 0
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["source"]["settings"]["mirror"] is True
