@@ -51,54 +51,82 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bench_diffgesture(model, seconds: float, steps=None, dtype: str = "float32") -> dict:
-    """The same figures for a DiffGesture model (its own sampler settings; the bare forward is one guided window)."""
-    device = model.device
-    rng = np.random.default_rng(0)
-    wave = (0.1 * rng.standard_normal(int(seconds * model.sample_rate))).astype(np.float32)
-    frames = model.frames_for(len(wave))
-    autocast = (torch.autocast(device.type, dtype=getattr(torch, dtype)) if dtype != "float32"
-                else contextlib.nullcontext())
+def _autocast(device: torch.device, dtype: str):
+    return torch.autocast(device.type, dtype=getattr(torch, dtype)) if dtype != "float32" else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _combined(*managers):
+    with contextlib.ExitStack() as stack:
+        for manager in managers:
+            stack.enter_context(manager)
+        yield
+
+
+def _time_forwards(forward, n: int, device: torch.device, context) -> list[float]:
+    """Wall seconds of n calls of forward() inside the context manager `context()`."""
+    times = []
+    with context():
+        for _ in range(n):
+            _sync(device)
+            a = time.perf_counter()
+            forward()
+            _sync(device)
+            times.append(time.perf_counter() - a)
+    return times
+
+
+def _measure(net, forward, sample, device: torch.device, autocast, forward_context) -> tuple[int, float, float]:
+    """(network calls of one sampling run, median bare forward s, sampling run s).
+
+    The bare forward is timed before and after the sampling run (the machine's speed drifts; the median of both is
+    fairer); the sampling run is timed after a warm-up run (allocator, kernels); calls are counted by a hook."""
     calls = [0]
-    handle = model.net.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    handle = net.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     try:
-        cfg = model.config
-        x = torch.randn(1, cfg.n_poses, cfg.pose_dim, device=device)
-        t = torch.full((1,), cfg.diffusion_steps // 2, dtype=torch.long, device=device)
-
-        def bare_forwards(n: int) -> list[float]:
-            times = []
-            with torch.inference_mode(), autocast:
-                denoiser = model._denoiser(wave, 0, None, model.default_guidance)  # one window, audio bound
-                for _ in range(n):
-                    _sync(device)
-                    a = time.perf_counter()
-                    denoiser(x, t)
-                    _sync(device)
-                    times.append(time.perf_counter() - a)
-            return times
-
-        bare_forwards(2)
-        forward_times = bare_forwards(5)
+        _time_forwards(forward, 2, device, forward_context)  # warm-up
+        forward_times = _time_forwards(forward, 5, device, forward_context)
         with autocast:
-            model.sample(wave, frames, steps=steps)  # warm-up
+            sample()  # warm-up
         calls[0] = 0
         _sync(device)
         a = time.perf_counter()
         with autocast:
-            model.sample(wave, frames, steps=steps)
+            sample()
         _sync(device)
         total_s = time.perf_counter() - a
         sampler_calls = calls[0]
-        forward_times += bare_forwards(5)
-        forward_s = statistics.median(forward_times)
+        forward_times += _time_forwards(forward, 5, device, forward_context)
     finally:
         handle.remove()
-    # a batched guided call is one network forward (cond and uncond in one batch), as the bare forward
-    return {"model": model.model_id, "device": str(device), "dtype": dtype, "audio_s": seconds, "frames": frames,
-            "fps": model.fps, "calls": sampler_calls, "forward_ms": 1000 * forward_s, "uncached_forward_ms": float("nan"),
-            "sample_s": total_s, "s_per_s": total_s / seconds, "frames_per_s": frames / total_s,
-            "overhead": total_s / (sampler_calls * forward_s), "mel_s": 0.0, "threads": torch.get_num_threads()}
+    return sampler_calls, statistics.median(forward_times), total_s
+
+
+def _row(model, dtype, seconds, frames, calls, forward_s, total_s, uncached_s, feature_s) -> dict:
+    return {"model": model.model_id, "device": str(model.device), "dtype": dtype, "audio_s": seconds,
+            "frames": frames, "fps": model.fps, "calls": calls, "forward_ms": 1000 * forward_s,
+            "uncached_forward_ms": 1000 * uncached_s, "sample_s": total_s, "s_per_s": total_s / seconds,
+            "frames_per_s": frames / total_s, "overhead": total_s / (calls * forward_s), "mel_s": feature_s,
+            "threads": torch.get_num_threads()}
+
+
+def bench_diffgesture(model, seconds: float, steps=None, dtype: str = "float32") -> dict:
+    """The same figures for a DiffGesture model (its own sampler settings). The bare forward is one guided window:
+    a batched guided call is one network forward (cond and uncond in one batch), as the sampler makes it."""
+    device = model.device
+    rng = np.random.default_rng(0)
+    wave = (0.1 * rng.standard_normal(int(seconds * model.sample_rate))).astype(np.float32)
+    frames = model.frames_for(len(wave))
+    autocast = _autocast(device, dtype)
+    cfg = model.config
+    x = torch.randn(1, cfg.n_poses, cfg.pose_dim, device=device)
+    t = torch.full((1,), cfg.diffusion_steps // 2, dtype=torch.long, device=device)
+    with torch.inference_mode():
+        denoiser = model._denoiser(wave, 0, None, model.default_guidance)  # one window, audio bound
+    calls, forward_s, total_s = _measure(model.net, lambda: denoiser(x, t),
+                                         lambda: model.sample(wave, frames, steps=steps), device, autocast,
+                                         lambda: _combined(torch.inference_mode(), autocast))
+    return _row(model, dtype, seconds, frames, calls, forward_s, total_s, float("nan"), 0.0)
 
 
 def bench_model(model: Model, seconds: float, steps=None, jumps=None, dtype: str = "float32") -> dict:
@@ -114,55 +142,24 @@ def bench_model(model: Model, seconds: float, steps=None, jumps=None, dtype: str
     mel = torch.from_numpy(mel_np)[None].to(device)
     frames = mel.shape[1]
     hub = torch.zeros(1, frames, model.net.config.hubert_dim, device=device) if model.uses_hubert else None
-    autocast = (torch.autocast(device.type, dtype=getattr(torch, dtype)) if dtype != "float32"
-                else contextlib.nullcontext())
+    autocast = _autocast(device, dtype)
+    # One bare forward of a full window, as the sampler calls it (CFG doubling happens inside the network).
+    win = min(model.window, frames)
+    x = torch.randn(1, win, model.layout.dim, device=device)
+    t = torch.full((1,), 500, dtype=torch.long, device=device)
+    style = model.style_vector(None)
 
-    calls = [0]
-    handle = model.net.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
-    try:
-        # One bare forward of a full window, as the sampler calls it (CFG doubling happens inside the network),
-        # timed before and after the sampling run: the machine's speed drifts, the median of both is fairer.
-        win = min(model.window, frames)
-        x = torch.randn(1, win, model.layout.dim, device=device)
-        t = torch.full((1,), 500, dtype=torch.long, device=device)
-        style = model.style_vector(None)
+    def forward():
+        model.net(x, t, model.schedule.x0_coeffs(t), mel[:, :win], None if hub is None else hub[:, :win], style,
+                  guidance_scale=model.default_guidance)
 
-        def bare_forwards(n: int, cached: bool = True) -> list[float]:
-            # cached: the steady state the sampler sees (style modulations of a step computed once per run)
-            times = []
-            cache = model.net.modulation_cache() if cached else contextlib.nullcontext()
-            with torch.inference_mode(), autocast, cache:
-                for _ in range(n):
-                    _sync(device)
-                    a = time.perf_counter()
-                    model.net(x, t, model.schedule.x0_coeffs(t), mel[:, :win],
-                              None if hub is None else hub[:, :win], style, guidance_scale=model.default_guidance)
-                    _sync(device)
-                    times.append(time.perf_counter() - a)
-            return times
-
-        bare_forwards(2)  # warm-up
-        uncached_s = statistics.median(bare_forwards(5, cached=False))
-        forward_times = bare_forwards(5)
-        with autocast:
-            model.sample(mel, hub, steps=steps, jumps=jumps)  # warm-up (allocator, kernels)
-        calls[0] = 0
-        _sync(device)
-        a = time.perf_counter()
-        with autocast:
-            model.sample(mel, hub, steps=steps, jumps=jumps)
-        _sync(device)
-        total_s = time.perf_counter() - a
-        sampler_calls = calls[0]
-        forward_times += bare_forwards(5)
-        forward_s = statistics.median(forward_times)
-    finally:
-        handle.remove()
-    return {"model": model.model_id, "device": str(device), "dtype": dtype, "audio_s": seconds, "frames": frames,
-            "fps": model.fps, "calls": sampler_calls, "forward_ms": 1000 * forward_s, "uncached_forward_ms": 1000 * uncached_s, "sample_s": total_s,
-            "s_per_s": total_s / seconds, "frames_per_s": frames / total_s,
-            "overhead": total_s / (sampler_calls * forward_s), "mel_s": feature_s,
-            "threads": torch.get_num_threads()}
+    # cached: the steady state the sampler sees (the style modulations of a step computed once per run)
+    calls, forward_s, total_s = _measure(
+        model.net, forward, lambda: model.sample(mel, hub, steps=steps, jumps=jumps), device, autocast,
+        lambda: _combined(torch.inference_mode(), autocast, model.net.modulation_cache()))
+    uncached_s = statistics.median(_time_forwards(forward, 5, device,
+                                                  lambda: _combined(torch.inference_mode(), autocast)))
+    return _row(model, dtype, seconds, frames, calls, forward_s, total_s, uncached_s, feature_s)
 
 
 def format_rows(rows: list[dict]) -> str:
