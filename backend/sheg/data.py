@@ -221,21 +221,14 @@ def resample_motion(poses: np.ndarray, expressions: np.ndarray, fps_in: float, f
 # loading
 
 
-def mirrored_take(take: Take, npz_path: str, fps: float) -> Take:
-    """The take reflected left <-> right (skeleton.mirror_poses) with the same audio features: training data
-    augmentation for speakers without a handedness. Expressions stay as captured (the FLAME expression basis has no
-    mirror map); the jaw is mirrored with the body."""
-    poses, expr, fps_in = read_motion(npz_path)
-    poses, expr = resample_motion(poses, expr, fps_in, fps)
-    frames = take.frames
-    vectors = show_vector_from_take(mirror_poses(poses[:frames]), expr[:frames]).astype(np.float32)
-    return Take(name=f"{take.name}~mirrored", vectors=vectors, mel=take.mel, hubert=take.hubert,
-                fingerprint=take.fingerprint)
+def load_takes(npz_path: str, audio_path: str, spec: AudioFeatureSpec, fps: float, layout: Layout = SHOW,
+               hubert_model: str | None = None, hubert_rate: int = 16000, device: str = "cpu",
+               mirror: bool = False) -> list[Take]:
+    """One take at `fps`: network vectors, mel frames (and HuBERT features when hubert_model is given).
 
-
-def load_take(npz_path: str, audio_path: str, spec: AudioFeatureSpec, fps: float, layout: Layout = SHOW,
-              hubert_model: str | None = None, hubert_rate: int = 16000, device: str = "cpu") -> Take:
-    """One take at `fps`: network vectors, mel frames (and HuBERT features when hubert_model is given)."""
+    mirror: also the take reflected left <-> right (skeleton.mirror_poses) on the same audio features, training
+    data augmentation for speakers without a handedness. Its expressions stay as captured (the FLAME expression
+    basis has no mirror map); the jaw is mirrored with the body."""
     if layout.name != "show":
         raise BadInput(f"training from SMPL-X takes needs the SHOW layout; layout '{layout.name}' is not supported")
     if abs(spec.fps - fps) > 1e-6:
@@ -259,7 +252,11 @@ def load_take(npz_path: str, audio_path: str, spec: AudioFeatureSpec, fps: float
 
         wave_h = load_audio(audio_path, hubert_rate)
         hub = hubert_features(wave_h, frames, hubert_model, device)
-    return Take(name=name, vectors=vectors, mel=mel, hubert=hub, fingerprint=_file_fingerprint(npz_path, audio_path))
+    take = Take(name=name, vectors=vectors, mel=mel, hubert=hub, fingerprint=_file_fingerprint(npz_path, audio_path))
+    if not mirror:
+        return [take]
+    mirrored = show_vector_from_take(mirror_poses(poses[:frames]), expr[:frames]).astype(np.float32)
+    return [take, Take(name=f"{name}~mirrored", vectors=mirrored, mel=mel, hubert=hub, fingerprint=take.fingerprint)]
 
 
 def split_frames(frames: int, fps: float, holdout_seconds: float) -> int:
@@ -300,22 +297,22 @@ def build_training_data(paths, spec: AudioFeatureSpec, fps: float, window: int, 
     """Load the takes under `paths`, split off the last `holdout_seconds` of each, normalise, and window them.
 
     stats: (mean, std) to use instead of computing them (resuming must reuse the saved ones). mirror: also train on
-    every take reflected left <-> right (`mirrored_take`); validation stays on the takes as captured.
+    every take reflected left <-> right (`load_takes`); validation stays on the takes as captured.
     Training windows: every `stride` frames inside each take's training part. Validation windows: every
     `val_stride` (default window // 2) frames inside the held-out parts (none when they are shorter than a window).
     """
     log = log or (lambda msg: None)
     pairs = find_takes(paths)
-    takes = []
+    captured, mirrored = [], []
     for npz, audio in pairs:
-        takes.append(load_take(npz, audio, spec, fps, layout, hubert_model, hubert_rate, device))
-        log(f"loaded {takes[-1].name}: {takes[-1].frames} frames ({takes[-1].frames / fps:.1f} s)")
-    stops = [split_frames(t.frames, fps, holdout_seconds) for t in takes]
-    val_ranges = [(stop, t.frames) for t, stop in zip(takes, stops)]
-    if mirror:
-        takes += [mirrored_take(t, npz, fps) for t, (npz, _) in zip(list(takes), pairs)]
-        stops += stops
-        val_ranges += [(0, 0)] * len(val_ranges)
+        loaded = load_takes(npz, audio, spec, fps, layout, hubert_model, hubert_rate, device, mirror)
+        captured.append(loaded[0])
+        mirrored += loaded[1:]
+        log(f"loaded {loaded[0].name}: {loaded[0].frames} frames ({loaded[0].frames / fps:.1f} s)"
+            + (" (+ mirrored)" if mirror else ""))
+    takes = captured + mirrored  # a mirrored take trains on the same frames as its captured one, validates on none
+    stops = [split_frames(t.frames, fps, holdout_seconds) for t in captured] * (2 if mirror else 1)
+    val_ranges = [(stop, t.frames) for t, stop in zip(captured, stops)] + [(0, 0)] * len(mirrored)
     if stats is None:
         mean, std = compute_stats(takes, stops)
     else:
@@ -332,5 +329,5 @@ def build_training_data(paths, spec: AudioFeatureSpec, fps: float, window: int, 
                        f"after holding out {holdout_seconds:g} s per take; use more data, a shorter --window or "
                        f"--holdout-seconds")
     sources = [{"name": t.name, "frames": t.frames, "train_frames": stop, "fingerprint": t.fingerprint}
-               for t, stop in zip(takes[:len(pairs)], stops)]
+               for t, stop in zip(captured, stops)]
     return TrainingData(train=train, val=val, mean=mean, std=std, sources=sources)

@@ -104,14 +104,15 @@ def build_dir_vec_data(paths, config: DiffGestureConfig, layout, holdout_seconds
     the takes reflected left <-> right; validation stays on the takes as captured."""
     log = log or (lambda msg: None)
     layout = get_ted_layout(layout)
-    takes, captured = [], []
+    captured, mirrored = [], []
     for npz, audio in find_takes(paths):
         loaded = load_dir_vec_takes(npz, audio, layout, config.fps, config.sample_rate, mirror)
         captured.append(loaded[0])
-        takes += loaded
+        mirrored += loaded[1:]
         log(f"loaded {loaded[0].name}: {loaded[0].frames} frames ({loaded[0].frames / config.fps:.1f} s)"
             + (" (+ mirrored)" if mirror else ""))
-    stops = [split_frames(t.frames, config.fps, holdout_seconds) for t in takes]
+    takes = captured + mirrored  # a mirrored take trains on the same frames as its captured one, validates on none
+    stops = [split_frames(t.frames, config.fps, holdout_seconds) for t in captured] * (2 if mirror else 1)
     if mean is None:
         frames = np.concatenate([t.vectors[:stop] for t, stop in zip(takes, stops)]).astype(np.float64)
         if len(frames) == 0:
@@ -129,14 +130,13 @@ def build_dir_vec_data(paths, config: DiffGestureConfig, layout, holdout_seconds
                              config.audio_samples)
 
     train = windows([(0, stop) for stop in stops], stride)
-    is_captured = [any(t is c for c in captured) for t in takes]
-    val = windows([(stop, t.frames) if kept else (0, 0) for t, stop, kept in zip(takes, stops, is_captured)],
+    val = windows([(stop, t.frames) for t, stop in zip(captured, stops)] + [(0, 0)] * len(mirrored),
                   max(1, config.n_poses // 2))
     if len(train) == 0:
         raise BadInput(f"no training window of {config.n_poses} frames fits after holding out {holdout_seconds:g} s "
                        f"per take; use more data or a shorter --holdout-seconds")
     sources = [{"name": t.name, "frames": t.frames, "train_frames": stop, "fingerprint": t.fingerprint}
-               for t, stop, kept in zip(takes, stops, is_captured) if kept]
+               for t, stop in zip(captured, stops)]
     return DirVecData(train=train, val=val, mean=mean, sources=sources)
 
 
