@@ -353,8 +353,7 @@ class DiffGestureModel:
         direction vectors for the first window (default: the dataset mean pose). progress and cancel as pipeline.
         """
         from . import __version__
-        from .pipeline import Take, lowpass
-        from .take import sha256_of
+        from .pipeline import finish_take, lowpass
 
         started = time.perf_counter()
         report = progress or (lambda event: None)
@@ -378,15 +377,8 @@ class DiffGestureModel:
         meta = {"model_id": self.model_id, "seed": int(seed), "steps": self._steps(steps, mode),
                 "guidance": self.default_guidance if guidance is None else float(guidance), "style": 0,
                 "sheg_version": __version__, "layout": self.layout.name, "long_mode": mode}
-        if self.lowpass_hz:
-            meta["lowpass_hz"] = self.lowpass_hz
-        if isinstance(audio, (str, os.PathLike)):
-            meta["audio_file"] = os.path.abspath(os.fspath(audio))
-            meta["audio_sha256"] = sha256_of(os.fspath(audio))
-        report({"stage": "done", "fraction": 1.0})
-        take = Take(arrays=arrays, fps=self.fps, meta=meta, vector=dir_vec.astype(np.float32))
-        take.meta["seconds"] = round(time.perf_counter() - started, 3)
-        return take
+        return finish_take(arrays, dir_vec.astype(np.float32), self.fps, meta, audio, started, report,
+                           self.lowpass_hz)
 
     # -- sampling -------------------------------------------------------------------------------------------------
 

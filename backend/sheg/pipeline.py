@@ -93,6 +93,21 @@ class Take:
     def save(self, path: str) -> None:
         write_take(path, self.arrays, fps=self.fps, meta=self.meta)
 
+
+def finish_take(arrays: dict, vector: np.ndarray, fps: float, meta: dict, audio, started: float, report,
+                lowpass_hz: float | None = None) -> Take:
+    """The Take of a generation (any model family): provenance (the low-pass, the audio file and its sha256, the
+    seconds since `started`) added to `meta`, and the 'done' progress event reported."""
+    if lowpass_hz:
+        meta["lowpass_hz"] = lowpass_hz
+    if isinstance(audio, (str, os.PathLike)):
+        meta["audio_file"] = os.path.abspath(os.fspath(audio))
+        meta["audio_sha256"] = sha256_of(os.fspath(audio))
+    report({"stage": "done", "fraction": 1.0})
+    take = Take(arrays=arrays, fps=fps, meta=meta, vector=vector)
+    take.meta["seconds"] = round(time.perf_counter() - started, 3)
+    return take
+
     def save_arkit_json(self, path: str) -> None:
         write_arkit_json(path, self.arrays["arkit_names"], self.arrays["arkit_weights"], self.fps)
 
@@ -206,15 +221,7 @@ class Model:
                 "guidance": self.default_guidance if guidance is None else float(guidance),
                 "style": self.default_style if style is None else int(style), "sheg_version": __version__,
                 "layout": self.layout.name}
-        if self.lowpass_hz:
-            meta["lowpass_hz"] = self.lowpass_hz
-        if isinstance(audio, (str, os.PathLike)):
-            meta["audio_file"] = os.path.abspath(os.fspath(audio))
-            meta["audio_sha256"] = sha256_of(os.fspath(audio))
-        report({"stage": "done", "fraction": 1.0})
-        take = Take(arrays=arrays, fps=self.fps, meta=meta, vector=vec)
-        take.meta["seconds"] = round(time.perf_counter() - started, 3)
-        return take
+        return finish_take(arrays, vec, self.fps, meta, audio, started, report, self.lowpass_hz)
 
     def sample(self, mel: torch.Tensor, hub: torch.Tensor | None, *, seed: int = 0, steps: int | None = None,
                guidance: float | None = None, style: int | None = None, overlap: int | None = None,
