@@ -157,6 +157,20 @@ def _watch_until_done(job: Job) -> None:
     bpy.app.timers.register(tick, first_interval=0.25)
 
 
+def _run_job(job: Job, on_done, block: bool, target, *args) -> Job:
+    """Start `job` on target(*args); on_done(job) runs on the main thread when it ends: from the timer, or here
+    after waiting when blocking (background mode has no timers)."""
+    if on_done is not None:
+        _on_done[job.name] = on_done
+    job.start(target, *args)
+    if block or bpy.app.background:
+        job.wait()
+        callback = _on_done.pop(job.name, None)
+        if callback is not None:
+            callback(job)
+    return job
+
+
 # --- managed install -----------------------------------------------------------------------------------------------
 
 def cancel_install() -> bool:
@@ -184,15 +198,8 @@ def start_install(device: str, index_url: str = "", on_done=None, block: bool = 
     problem = install_problem()
     if problem:
         raise ValueError(problem)
-    if on_done is not None:
-        _on_done[INSTALL.name] = on_done
-    INSTALL.start(_install, device, index_url, bundled_wheel(), venv_dir(), install_log_path())
-    if block or bpy.app.background:
-        INSTALL.wait()
-        callback = _on_done.pop(INSTALL.name, None)
-        if callback is not None:
-            callback(INSTALL)
-    return INSTALL
+    return _run_job(INSTALL, on_done, block, _install, device, index_url, bundled_wheel(), venv_dir(),
+                    install_log_path())
 
 
 def _install(job: Job, device: str, index_url: str, wheel: str, venv: str, log_path: str) -> None:
@@ -254,15 +261,7 @@ def start_check(python: str, device: str, hubert: str | None = None, smplx_file:
     """Run the backend once (`hello`, then `load` of the default model) and summarise what works in one line."""
     if CHECK.running:
         return CHECK
-    if on_done is not None:
-        _on_done[CHECK.name] = on_done
-    CHECK.start(_check, python, device, hubert, smplx_file)
-    if block or bpy.app.background:
-        CHECK.wait()
-        callback = _on_done.pop(CHECK.name, None)
-        if callback is not None:
-            callback(CHECK)
-    return CHECK
+    return _run_job(CHECK, on_done, block, _check, python, device, hubert, smplx_file)
 
 
 def _check(job: Job, python: str, device: str, hubert: str | None, smplx_file: str) -> None:
