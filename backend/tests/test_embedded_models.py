@@ -1,8 +1,6 @@
 """The models shipped inside the package: listed, loaded by name, and generating real takes from real speech."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +9,9 @@ import pytest
 from sheg.errors import BadInput
 from sheg.pipeline import embedded_models, resolve_model_path
 from sheg.take import read_take
+from sheg_cli import run_cli
 
 SPEECH = Path(__file__).resolve().parents[2] / "assets" / "speech" / "arctic_a0007.wav"
-
-
-def sheg(*args):
-    return subprocess.run([sys.executable, "-m", "sheg", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
 
 
 def test_the_embedded_models_are_listed_and_resolved_by_name(tmp_path):
@@ -33,7 +27,7 @@ def test_the_embedded_models_are_listed_and_resolved_by_name(tmp_path):
                          ids=["default", "diffgesture-small"])
 def test_generate_with_an_embedded_model(tmp_path, model, fps, face):
     out = tmp_path / "take.npz"
-    result = sheg("generate", SPEECH, "-o", out, "--seed", "2", "--json", *(["--model", model] if model else []))
+    result = run_cli("generate", SPEECH, "-o", out, "--seed", "2", "--json", *(["--model", model] if model else []))
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)["takes"][0]
     take = read_take(out)
@@ -47,7 +41,7 @@ def test_generate_with_an_embedded_model(tmp_path, model, fps, face):
 
 
 def test_an_unknown_model_name_is_a_one_line_error(tmp_path):
-    result = sheg("generate", SPEECH, "-o", tmp_path / "take.npz", "--model", "no-such-model")
+    result = run_cli("generate", SPEECH, "-o", tmp_path / "take.npz", "--model", "no-such-model")
     assert result.returncode == 2 and not (tmp_path / "take.npz").exists()
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "no-such-model" in lines[0] and "diffgesture-small" in lines[0]

@@ -13,6 +13,7 @@ import soundfile as sf
 import sheg
 from sheg.errors import BadInput, DeviceError
 from sheg.testing import make_tiny_model_dir
+from sheg_cli import run_cli
 
 SPEECH = os.path.join(os.path.dirname(__file__), "..", "..", "assets", "speech", "arctic_a0007.wav")
 
@@ -31,10 +32,6 @@ def write_wave(path, seconds, rate=16000):
     t = np.arange(int(round(seconds * rate))) / rate
     sf.write(path, (0.2 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32), rate)
     return str(path)
-
-
-def run_cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "sheg", *args], capture_output=True, text=True, **kw)
 
 
 def test_generate_speech_file(tiny_model):
@@ -213,19 +210,24 @@ def test_worker_protocol_generate_cancel_errors_shutdown(worker, tiny_model_dir,
     assert worker.proc.wait(timeout=10) == 0
 
 
-def test_lowpass_removes_frame_jitter_and_keeps_the_length(tiny_model_dir, tmp_path):
+def copy_with_sampler(model_dir, out_dir, **sampler) -> str:
+    """A copy of a model folder with keys of its model card's `sampler` set."""
     import shutil
 
+    shutil.copytree(model_dir, out_dir)
+    meta = json.loads((out_dir / "model.json").read_text())
+    meta["sampler"].update(sampler)
+    (out_dir / "model.json").write_text(json.dumps(meta))
+    return str(out_dir)
+
+
+def test_lowpass_removes_frame_jitter_and_keeps_the_length(tiny_model_dir, tmp_path):
     from sheg.pipeline import lowpass
 
-    smooth_dir = tmp_path / "smooth"
-    shutil.copytree(tiny_model_dir, smooth_dir)
-    meta = json.loads((smooth_dir / "model.json").read_text())
-    meta["sampler"]["lowpass_hz"] = 4.0
-    (smooth_dir / "model.json").write_text(json.dumps(meta))
+    smooth_dir = copy_with_sampler(tiny_model_dir, tmp_path / "smooth", lowpass_hz=4.0)
     audio = (np.random.default_rng(2).standard_normal(18000 * 3).astype(np.float32) * 0.1, 18000)
     raw = sheg.load_model(tiny_model_dir, device="cpu").generate(audio, seed=1, steps=4)
-    smooth = sheg.load_model(str(smooth_dir), device="cpu").generate(audio, seed=1, steps=4)
+    smooth = sheg.load_model(smooth_dir, device="cpu").generate(audio, seed=1, steps=4)
     assert smooth.vector.shape == raw.vector.shape and smooth.meta["lowpass_hz"] == 4.0
     assert np.allclose(smooth.vector, lowpass(raw.vector, raw.fps, 4.0), atol=1e-6)
     jerk = lambda v: np.abs(np.diff(v, 3, axis=0)).mean()  # noqa: E731
@@ -239,15 +241,9 @@ def test_lowpass_removes_frame_jitter_and_keeps_the_length(tiny_model_dir, tmp_p
 
 
 def test_clip_x0_bounds_the_motion_in_normalized_units(tiny_model_dir, tmp_path):
-    import shutil
-
-    clipped_dir = tmp_path / "clipped"
-    shutil.copytree(tiny_model_dir, clipped_dir)
-    meta = json.loads((clipped_dir / "model.json").read_text())
-    meta["sampler"]["clip_x0"] = 0.5
-    (clipped_dir / "model.json").write_text(json.dumps(meta))
+    clipped_dir = copy_with_sampler(tiny_model_dir, tmp_path / "clipped", clip_x0=0.5)
     audio = (np.random.default_rng(2).standard_normal(18000 * 2).astype(np.float32) * 0.1, 18000)
     free = sheg.load_model(tiny_model_dir, device="cpu").generate(audio, seed=1, steps=4).vector
-    clipped = sheg.load_model(str(clipped_dir), device="cpu").generate(audio, seed=1, steps=4).vector
+    clipped = sheg.load_model(clipped_dir, device="cpu").generate(audio, seed=1, steps=4).vector
     # tiny model stats: mean 0, std 0.1 -> |x| <= 0.05 (the final DDIM step returns the clipped x0 at t = 0)
     assert np.abs(clipped).max() <= 0.05 + 1e-4 < np.abs(free).max()

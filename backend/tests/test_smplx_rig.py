@@ -3,7 +3,6 @@ from a synthetic model file that has the real keys and layout."""
 
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 from fake_smplx_model import PARENTS, expression_deltas, fake_smplx_arrays, write_fake_smplx_model
 from sheg.errors import BadInput
 from sheg.take import sha256_of
+from sheg_cli import run_cli
 
 pytest.importorskip("smplx", reason="the optional `smplx` package is not installed (pip install smplx==0.1.28)")
 from sheg.smplx_rig import FORMAT, export_rig  # noqa: E402
@@ -30,10 +30,6 @@ def rig(model_file, tmp_path_factory):
     summary = export_rig(path, out)
     with np.load(out, allow_pickle=False) as z:
         return summary, {k: z[k] for k in z.files}
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "sheg", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_rest_joints_are_the_regressed_template(model_file, rig):
