@@ -1,4 +1,4 @@
-"""`sheg train`: train a UniEG (or DiffGesture) model on SMPL-X takes with speech, into a model folder the pipeline
+"""`sheg train`: train a UniEG (or DiffGesture) model on SMPL-X takes with speech, into a model folder that `sheg.load_model`
 loads.
 
     sheg train takes/ -o MODEL_DIR --config small --steps 20000 --batch 32
