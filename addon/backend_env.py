@@ -19,6 +19,7 @@ import time
 import bpy
 
 from .core import worker_client
+from .core.pip_output import pip_failure_cause
 
 TORCH_VERSION = "2.13.0"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -235,12 +236,12 @@ def _run_logged(what: str, command: list[str], log, job: Job, start: float, end:
                                           errors="replace", bufsize=1)
     if job.cancel_requested:  # cancelled between the check and the start
         proc.terminate()
-    last = ""
+    output = []
     for line in proc.stdout:
         log.write(line)
+        output.append(line)
         line = line.strip()
         if line:
-            last = line
             if line.startswith(("Collecting", "Downloading", "Installing", "Successfully")):
                 job.message = line[:120]
                 job.fraction = min(end - 0.01, job.fraction + (end - start) * 0.05)
@@ -251,7 +252,9 @@ def _run_logged(what: str, command: list[str], log, job: Job, start: float, end:
         job.check_cancelled()
     if code != 0:
         log.flush()
-        raise RuntimeError(f"{what} failed: {last} (log: {log.name})")
+        cause = pip_failure_cause(output) or next((line.strip() for line in reversed(output) if line.strip()),
+                                                  f"exit code {code}")
+        raise RuntimeError(f"{what} failed: {cause} (log: {log.name})")
 
 
 # --- check ----------------------------------------------------------------------------------------------------------

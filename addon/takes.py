@@ -357,25 +357,6 @@ def reduce_take(context, armature, take_name: str, *, rotation_tolerance_deg: fl
             **{k: v for k, v in merged.items() if k != "dense_keys"}}
 
 
-def add_tweak_layer(context, armature, take_name: str, *, blend_type: str = "ADD",
-                    enter_tweak_mode: bool = True) -> dict:
-    """Additive NLA track(s) above a take for the artist's corrections (see take_layers.add_tweak_layer)."""
-    from . import take_layers
-
-    return take_layers.add_tweak_layer(context, armature, take_name, blend_type=blend_type,
-                                       enter_tweak_mode=enter_tweak_mode)
-
-
-def bake_take(context, armature, take_name: str, *, keys: str = "dense", rotation_tolerance_deg: float = 1.0,
-              location_tolerance: float = 0.001, shape_tolerance: float = 0.01, name: str | None = None) -> dict:
-    """Merge a take and its tweak layers into one new take action (see take_layers.bake_take)."""
-    from . import take_layers
-
-    return take_layers.bake_take(context, armature, take_name, keys=keys,
-                                 rotation_tolerance_deg=rotation_tolerance_deg, location_tolerance=location_tolerance,
-                                 shape_tolerance=shape_tolerance, name=name)
-
-
 # --- export -------------------------------------------------------------------------------------------------------
 
 def _sample(fcurve, frames: np.ndarray) -> np.ndarray:

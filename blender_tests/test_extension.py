@@ -217,10 +217,20 @@ def test_torch_pip_arguments_follow_the_device(addon):
     assert env.managed_python().startswith(_USER_RESOURCES)
 
 
-def test_managed_install_creates_the_venv_and_reports_a_pip_failure_in_one_line(addon, tmp_path, monkeypatch):
-    """A torch version no index has makes the (large) torch step fail fast, after the venv step ran for real."""
+@pytest.mark.parametrize("constraints", [None, "torch<=2.14.1\n"], ids=["plain-pip", "pip-with-constraints"])
+def test_managed_install_creates_the_venv_and_reports_a_pip_failure_in_one_line(addon, tmp_path, monkeypatch,
+                                                                                constraints):
+    """A torch version no index has makes the (large) torch step fail fast, after the venv step ran for real. pip
+    runs with a config of the test's own (none, or a constraints file as some machines have globally), so the
+    machine's pip.conf cannot change the outcome; either way the error names the cause, not pip's generic hint."""
     env = addon_module("backend_env")
     monkeypatch.setattr(env, "TORCH_VERSION", "0.0.0")
+    for name in [k for k in os.environ if k.startswith("PIP_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    if constraints:
+        (tmp_path / "constraints.txt").write_text(constraints)
+        monkeypatch.setenv("PIP_CONSTRAINT", str(tmp_path / "constraints.txt"))
     empty_index = tmp_path / "index"
     empty_index.mkdir()
     job = env.Job("install-test")
@@ -230,6 +240,9 @@ def test_managed_install_creates_the_venv_and_reports_a_pip_failure_in_one_line(
     assert not job.running
     assert os.path.isfile(env.venv_python(venv))  # step 1 worked with this interpreter
     assert "Installing PyTorch failed" in job.error and "torch==0.0.0" in job.error
+    assert "for help visit" not in job.error
+    if constraints:  # the conflict pip names, with the constraint that caused it
+        assert "conflicting dependencies" in job.error and "(constraint) torch<=2.14.1" in job.error, job.error
     assert f"(log: {log})" in job.error and "\n" not in job.error
     with open(log) as f:
         text = f.read()

@@ -10,8 +10,8 @@ import json
 import os
 import sys
 
-from . import __version__
-from .errors import ShegError
+from sheg.version import __version__
+from sheg.errors import ShegError
 
 EXIT_USAGE = 2
 
@@ -49,7 +49,7 @@ def _outputs_for(audio: list[str], out: str) -> list[str]:
 
 
 def cmd_generate(args) -> int:
-    from .pipeline import load_model
+    from sheg.inference.load import load_model
 
     for path in args.audio:  # fail before loading anything
         if not os.path.isfile(path):
@@ -105,7 +105,7 @@ def _add_import(sub) -> None:
 
 
 def cmd_import(args) -> int:
-    from .checkpoint import import_diffsheg
+    from sheg.io.checkpoint import import_diffsheg
 
     import_diffsheg(args.checkpoint, args.profile, args.stats, args.out)
     print(f"wrote model folder {args.out}", file=sys.stderr)
@@ -120,7 +120,7 @@ def _add_import_diffgesture(sub) -> None:
 
 
 def cmd_import_diffgesture(args) -> int:
-    from .diffgesture import import_diffgesture
+    from sheg.io.diffgesture_dir import import_diffgesture
 
     import_diffgesture(args.checkpoint, args.out)
     print(f"wrote model folder {args.out}", file=sys.stderr)
@@ -139,7 +139,7 @@ def _add_smplx_rig(sub) -> None:
 
 
 def cmd_smplx_rig(args) -> int:
-    from .smplx_rig import export_rig
+    from sheg.io.smplx_rig import export_rig
 
     summary = export_rig(args.model, args.out, gender=args.gender)
     if args.json:
@@ -164,7 +164,7 @@ def _add_bench(sub) -> None:
 
 
 def cmd_bench(args) -> int:
-    from .bench import run_bench
+    from sheg.bench import run_bench
 
     rows = run_bench(models=args.model, seconds=args.seconds, device=args.device, steps=args.steps,
                      jumps=args.jumps, dtype=args.dtype)
@@ -180,7 +180,7 @@ def _add_test_model(sub) -> None:
 
 
 def cmd_make_test_model(args) -> int:
-    from .testing import make_tiny_model_dir
+    from sheg.testing import make_tiny_model_dir
 
     make_tiny_model_dir(args.out, seed=args.seed)
     print(f"wrote tiny random model {args.out}", file=sys.stderr)
@@ -199,12 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_test_model(sub)
     try:
-        from .train import build_parser as add_train
+        from sheg.train.loop import build_parser as add_train
         add_train(sub)
     except ImportError:
         pass
     try:
-        from .evaluate import build_parser as add_eval
+        from sheg.evaluation.evaluate import build_parser as add_eval
         add_eval(sub)
     except ImportError:
         pass
@@ -219,7 +219,7 @@ def main(argv=None) -> int:
                 "make-test-model": cmd_make_test_model}
     try:
         if args.command == "worker":
-            from .worker import run_worker
+            from sheg.worker import run_worker
 
             return run_worker()
         if args.command in handlers:

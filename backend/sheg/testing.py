@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from .layouts import SHOW
+from sheg.motion.layouts import SHOW
 
 
 def tiny_show_config():
-    from .unieg import UniEGConfig
+    from sheg.nets.unieg import UniEGConfig
 
     return UniEGConfig(gesture_dim=SHOW.gesture_dim, expression_dim=SHOW.expression_dim, style_dim=2,
                        latent_dim=32, ff_size=64, num_layers=2, num_heads=4, aud_latent_dim=32,
@@ -17,8 +17,8 @@ def tiny_show_config():
 
 def make_tiny_model_dir(out_dir: str, seed: int = 0, window: int = 32, overlap: int = 4) -> str:
     """Write a model folder with a tiny random SHOW-layout UniEG (mel only, 30 fps)."""
-    from .checkpoint import save_model_dir
-    from .unieg import UniEG
+    from sheg.io.checkpoint import save_model_dir
+    from sheg.nets.unieg import UniEG
 
     torch.manual_seed(seed)
     net = UniEG(tiny_show_config())

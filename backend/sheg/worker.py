@@ -14,8 +14,8 @@ import sys
 import threading
 import traceback
 
-from . import __version__
-from .errors import Cancelled, ShegError
+from sheg.version import __version__
+from sheg.errors import Cancelled, ShegError
 
 PROTOCOL_VERSION = 1
 
@@ -60,7 +60,7 @@ class Worker:
                 "torch": torch.__version__, "devices": _devices(), "pid": os.getpid()}
 
     def load(self, req: dict) -> dict:
-        from .pipeline import load_model
+        from sheg.inference.load import load_model
 
         key = (req.get("model"), req.get("device", "auto"), req.get("hubert"))
         if self.model is None or key != self.model_key:

@@ -9,10 +9,10 @@ import torch
 
 from official_format import (SHARED_DATA, listing_path, rewrite_official_tar, write_official_stats,
                              write_official_tar)
-from sheg.checkpoint import (MODEL_JSON, MODEL_WEIGHTS, import_diffsheg, load_model_dir, official_stats,
+from sheg.io.checkpoint import (MODEL_JSON, MODEL_WEIGHTS, import_diffsheg, load_model_dir, official_stats,
                              read_model_meta, read_official_checkpoint, save_model_dir)
 from sheg.errors import BadInput, CheckpointError
-from sheg.unieg import UniEG, UniEGConfig
+from sheg.nets.unieg import UniEG, UniEGConfig
 
 torch.set_num_threads(1)
 

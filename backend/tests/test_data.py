@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sheg.audio import AudioFeatureSpec
-from sheg.data import (STD_FLOOR, _axis_angle_to_quat, _quat_to_axis_angle, build_training_data, find_takes,
+from sheg.data.audio import AudioFeatureSpec
+from sheg.data.windows import (STD_FLOOR, _axis_angle_to_quat, _quat_to_axis_angle, build_training_data, find_takes,
                        resample_motion, window_starts)
 from sheg.errors import BadInput
-from sheg.layouts import SHOW, show_vector_from_take
+from sheg.motion.layouts import SHOW, show_vector_from_take
 
 SPEC = AudioFeatureSpec(sample_rate=18000, hop_length=600, log=True)
 BEAT2 = Path(__file__).resolve().parents[3] / "shared" / "data" / "beat2" / "2_scott_0_1_1.npz"

@@ -222,7 +222,7 @@ def copy_with_sampler(model_dir, out_dir, **sampler) -> str:
 
 
 def test_lowpass_removes_frame_jitter_and_keeps_the_length(tiny_model_dir, tmp_path):
-    from sheg.pipeline import lowpass
+    from sheg.inference.base import lowpass
 
     smooth_dir = copy_with_sampler(tiny_model_dir, tmp_path / "smooth", lowpass_hz=4.0)
     audio = (np.random.default_rng(2).standard_normal(18000 * 3).astype(np.float32) * 0.1, 18000)

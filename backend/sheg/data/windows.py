@@ -3,8 +3,8 @@
 A take is an `.npz` with BEAT2/AMASS keys — `poses` (T, 165) axis-angle in SMPL-X joint order, `expressions`
 (T, 100) (optional: zeros when absent), `mocap_frame_rate` or `mocap_framerate` — next to a `.wav` (or .flac/.ogg/
 .mp3) of the same name holding the speech. Motion is resampled to the model's fps (slerp for rotations, linear for
-expressions), audio is turned into mel frames at the same rate (sheg.audio), and each frame into the layout's
-network vector (sheg.layouts; SMPL-X takes feed the SHOW layout).
+expressions), audio is turned into mel frames at the same rate (sheg.data.audio), and each frame into the layout's
+network vector (sheg.motion.layouts; SMPL-X takes feed the SHOW layout).
 
 Splitting: the last `holdout_seconds` of every take are held out for validation; training windows never touch them.
 Statistics: mean and std of the network vector over all training frames; a std below STD_FLOOR is raised to it
@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .audio import AudioFeatureSpec, load_audio, mel_features, num_motion_frames
-from .errors import BadInput
-from .layouts import NUM_EXPRESSIONS, SHOW, Layout, show_vector_from_take
-from .skeleton import mirror_poses
+from sheg.data.audio import AudioFeatureSpec, load_audio, mel_features, num_motion_frames
+from sheg.errors import BadInput
+from sheg.motion.layouts import NUM_EXPRESSIONS, SHOW, Layout, show_vector_from_take
+from sheg.motion.skeleton import mirror_poses
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 # Floor for the per-dimension std used to normalise. Dimensions that move less than 0.01 (0.57 degrees for a
@@ -248,7 +248,7 @@ def load_takes(npz_path: str, audio_path: str, spec: AudioFeatureSpec, fps: floa
     mel = mel_features(wave, spec, frames)
     hub = None
     if hubert_model:
-        from .audio import hubert_features
+        from sheg.data.audio import hubert_features
 
         wave_h = load_audio(audio_path, hubert_rate)
         hub = hubert_features(wave_h, frames, hubert_model, device)

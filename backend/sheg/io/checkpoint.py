@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .take import sha256_of
-from .errors import BadInput, CheckpointError, DeviceError, ShegError
-from .unieg import UniEG, UniEGConfig
+from sheg.io.take import sha256_of
+from sheg.errors import BadInput, CheckpointError, DeviceError, ShegError
+from sheg.nets.unieg import UniEG, UniEGConfig
 
 __all__ = [
     "MODEL_JSON", "MODEL_WEIGHTS", "OFFICIAL_PROFILES", "save_model_dir", "load_model_dir", "read_model_meta",

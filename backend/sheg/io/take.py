@@ -15,7 +15,7 @@ import tempfile
 
 import numpy as np
 
-from .errors import BadInput
+from sheg.errors import BadInput
 
 
 def sha256_of(path: str) -> str:

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import skeleton as _skeleton
-from .errors import BadInput
+from sheg.motion import skeleton as _skeleton
+from sheg.errors import BadInput
 
 __all__ = ["TedLayout", "TED10", "TED43", "TED_LAYOUTS", "get_ted_layout", "dir_vec_to_joints", "joints_to_dir_vec",
            "to_smplx_axes", "normalize_dirs", "retarget", "generated_joints", "take_arrays", "SPINE_MODES",

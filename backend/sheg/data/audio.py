@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import BadInput, ShegError
+from sheg.errors import BadInput, ShegError
 
 # Seconds of audio read and resampled per block: bounds the memory of decoding a long file.
 _BLOCK_SECONDS = 30.0

@@ -28,8 +28,8 @@ from typing import Callable
 
 import torch
 
-from .diffusion import NoiseSchedule, ddim_timesteps, randn
-from .errors import BadInput
+from sheg.diffusion.gaussian import NoiseSchedule, ddim_timesteps, randn
+from sheg.errors import BadInput
 
 __all__ = [
     "Denoiser",

@@ -9,7 +9,7 @@ loads.
 Recipe (DIFFSHEG_FACTS.md §4): eps-prediction on the linear 1000-step schedule with the official loss
 1000 MSE(eps) + 1 MSE(velocity of x̂0) + 100 Huber(x̂0) (weights configurable), Adam lr 2e-4 with no schedule,
 grad-norm clip 0.5, and for classifier-free configs the first 20 % of every batch trained with null conditions.
-DiffGesture (`--arch diffgesture`, sheg.train_diffgesture) keeps its official recipe: eps-MSE on the 500-step
+DiffGesture (`--arch diffgesture`, sheg.train.diffgesture) keeps its official recipe: eps-MSE on the 500-step
 schedule, Adam lr 5e-4 betas (0.5, 0.999), clip 10, null context with probability 0.1. One loop serves both: a
 recipe object says how to load the data, build the network, compute the loss and write the model folder.
 
@@ -35,11 +35,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
-from .audio import AudioFeatureSpec
-from .diffusion import LossWeights, NoiseSchedule, diffusion_loss
-from .errors import BadInput, ShegError
-from .train_diffgesture import DiffGestureRecipe
+from sheg.version import __version__
+from sheg.data.audio import AudioFeatureSpec
+from sheg.diffusion.gaussian import LossWeights, NoiseSchedule, diffusion_loss
+from sheg.errors import BadInput, ShegError
+from sheg.train.diffgesture import DiffGestureRecipe
 
 TRAIN_STATE = "train_state.pt"
 TRAIN_LOG = "train_log.jsonl"
@@ -205,7 +205,7 @@ def _write_checkpoint(out: Path, save_model_dir, net, meta: dict, state: dict) -
 
 
 class UniEGRecipe:
-    """How `sheg train` makes a UniEG model: SMPL-X takes -> SHOW vectors + mel (sheg.data), the official loss."""
+    """How `sheg train` makes a UniEG model: SMPL-X takes -> SHOW vectors + mel (sheg.data.windows), the official loss."""
 
     arch = "unieg"
     configs = CONFIGS
@@ -213,7 +213,7 @@ class UniEGRecipe:
     loss_terms = ("eps_mse", "velocity", "huber")
 
     def __init__(self, settings: dict, args, device):
-        from .unieg import UniEGConfig
+        from sheg.nets.unieg import UniEGConfig
 
         self.settings, self.args, self.device = settings, args, device
         self.cfg = CONFIGS[settings["config"]]
@@ -230,7 +230,7 @@ class UniEGRecipe:
         self.classifier_free = self.net_config.classifier_free
 
     def load_data(self, paths, saved_meta: dict | None, log):
-        from .data import build_training_data
+        from sheg.data.windows import build_training_data
 
         cfg, settings = self.cfg, self.settings
         stats = (saved_meta["stats"]["mean"], saved_meta["stats"]["std"]) if saved_meta else None
@@ -242,12 +242,12 @@ class UniEGRecipe:
                                    mirror=settings["mirror"], log=log)
 
     def new_net(self):
-        from .unieg import UniEG
+        from sheg.nets.unieg import UniEG
 
         return UniEG(self.net_config)
 
     def load_net(self, folder):
-        from .checkpoint import load_model_dir
+        from sheg.io.checkpoint import load_model_dir
 
         net, _ = load_model_dir(folder, "cpu")
         if net.config != self.net_config:
@@ -255,7 +255,7 @@ class UniEGRecipe:
         return net
 
     def save(self, folder, net, meta) -> None:
-        from .checkpoint import save_model_dir
+        from sheg.io.checkpoint import save_model_dir
 
         save_model_dir(folder, net, meta)
 

@@ -9,7 +9,7 @@ Only numpy, scipy and librosa's filters are used. Onsets are computed in numpy (
 to librosa.onset.onset_strength, and librosa's peak-picking rules) because librosa's peak picker runs through numba,
 which has crashed in this environment and is not available inside Blender.
 
-Positions are (T, 55, 3) metres (see sheg.skeleton.forward_kinematics); audio is a mono float waveform.
+Positions are (T, 55, 3) metres (see sheg.motion.skeleton.forward_kinematics); audio is a mono float waveform.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import math
 import numpy as np
 from scipy.signal import argrelextrema
 
-from .audio import AudioFeatureSpec, mel_features
+from sheg.data.audio import AudioFeatureSpec, mel_features
 
 # Joints whose speed minima count as motion beats in BEAT2/EMAGE's BC: spine1-3, neck, collars, head, shoulders,
 # elbows, wrists.

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import CheckpointError
+from sheg.errors import CheckpointError
 
 __all__ = ["Placeholder", "UnsafePickle", "RestrictedUnpickler", "restricted_loads", "safe_torch_load",
            "placeholder_state", "to_plain"]

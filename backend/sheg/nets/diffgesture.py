@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import BadInput
-from .sampling import guided
+from sheg.errors import BadInput
+from sheg.diffusion.samplers import guided
 
 __all__ = ["DiffGestureConfig", "DiffGestureNet", "WavEncoder", "DiffGestureDenoiser", "seed_context",
            "AUDIO_FEATURE_DIM"]

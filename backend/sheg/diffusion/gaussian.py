@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import BadInput
+from sheg.errors import BadInput
 
 __all__ = [
     "NoiseSchedule",

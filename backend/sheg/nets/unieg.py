@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import BadInput
+from sheg.errors import BadInput
 
 __all__ = ["UniEGConfig", "UniEG", "timestep_embedding", "periodic_sinusoid"]
 

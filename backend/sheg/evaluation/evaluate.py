@@ -3,8 +3,8 @@
 Rows: one per seed, their mean (with the diversity across seeds), the same motion scored against *mismatched* audio
 (BC's null baseline: other files, averaged when several, or the same audio rotated by half its length), a static pose (BC's floor), and —
 with --reference — the ground-truth take. Positions come from forward kinematics on the stand-in skeleton
-(sheg.skeleton) with translation zeroed; the reference is restricted to the joints the model generates (the others
-at rest), so both sides are scored on the same body parts. See sheg.metrics for the definitions.
+(sheg.motion.skeleton) with translation zeroed; the reference is restricted to the joints the model generates (the others
+at rest), so both sides are scored on the same body parts. See sheg.evaluation.metrics for the definitions.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import sys
 
 import numpy as np
 
-from . import metrics
-from .audio import load_audio
-from .errors import BadInput
-from .skeleton import forward_kinematics
+from sheg.evaluation import metrics
+from sheg.data.audio import load_audio
+from sheg.errors import BadInput
+from sheg.motion.skeleton import forward_kinematics
 
 METRIC_SR = 16000
 
@@ -71,12 +71,12 @@ def _crop(wave: np.ndarray, rate: float, start: float, end: float | None) -> np.
 def evaluate(model, audio: str, *, seeds=(0, 1, 2), reference: str | None = None, other_audio=None,
              mean_vel: str | None = None, steps: int | None = None, start: float = 0.0, end: float | None = None,
              log=None) -> list[dict]:
-    """Metric rows (dicts) for `model` (a sheg.pipeline.Model) on the audio file `audio`.
+    """Metric rows (dicts) for `model` (a sheg.inference.unieg_model.Model) on the audio file `audio`.
 
     start/end (seconds) cut the audio and the reference to a range, e.g. a take's held-out last 10 s.
     """
-    from .data import read_motion, resample_motion
-    from .sampling import window_spans
+    from sheg.data.windows import read_motion, resample_motion
+    from sheg.diffusion.samplers import window_spans
 
     log = log or (lambda msg: None)
     mean_speed = None
@@ -135,7 +135,7 @@ def evaluate(model, audio: str, *, seeds=(0, 1, 2), reference: str | None = None
 
 
 def eval_main(args) -> int:
-    from .pipeline import load_model
+    from sheg.inference.load import load_model
 
     if args.seeds < 1:
         raise BadInput("--seeds must be at least 1")

@@ -10,19 +10,101 @@ the 500-step schedule, Adam lr 5e-4 betas (0.5, 0.999), grad-norm clip 10, null 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from .audio import load_audio
-from .data import _file_fingerprint, find_takes, read_motion, resample_motion, split_frames, window_starts
-from .diffgesture import (DiffGestureConfig, DiffGestureNet, DiffGestureTrainingForward, diffgesture_meta,
-                          diffgesture_training_loss, load_diffgesture_dir, save_diffgesture_dir, window_audio)
-from .diffusion import NoiseSchedule
-from .errors import BadInput
-from .skeleton import mirror_poses
-from .ted import dir_vec_from_smplx, get_ted_layout
+from sheg.data.audio import load_audio
+from sheg.data.windows import _file_fingerprint, find_takes, read_motion, resample_motion, split_frames, window_starts
+from sheg.diffusion.gaussian import NoiseSchedule, randn
+from sheg.errors import BadInput
+from sheg.io.diffgesture_dir import diffgesture_meta, load_diffgesture_dir, save_diffgesture_dir
+from sheg.motion.skeleton import mirror_poses
+from sheg.motion.ted import dir_vec_from_smplx, get_ted_layout
+from sheg.nets.diffgesture import DiffGestureConfig, DiffGestureNet, seed_context
+
+
+class DiffGestureTrainingForward(nn.Module):
+    """(x_t, t, seed, flag, raw audio (B, S), null_mask) -> eps: the audio encoder and the network in one forward, so
+    a DistributedDataParallel wrapper sees every parameter used in one call."""
+
+    def __init__(self, net: DiffGestureNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x_t, t, seed, flag, audio, null_mask=None):
+        return self.net(x_t, t, seed, flag, self.net.encode_audio(audio), null_mask)
+
+
+def diffgesture_training_loss(net: DiffGestureNet, batch: dict, schedule: NoiseSchedule,
+                              generator: torch.Generator | None = None, *, t=None, noise=None, null_mask=None,
+                              forward: nn.Module | None = None) -> dict:
+    """The official loss: MSE between predicted and true eps over all frames and features.
+
+    batch: "poses" (B, n_poses, P) mean-subtracted direction vectors; "audio" (B, audio_samples) raw audio.
+    The first n_pre_poses frames are the seed (flag 1). t (B,), noise (B, n_poses, P) and null_mask (B,) bool are
+    drawn from `generator` when not given: t uniform over 0..steps-1, the null context with probability
+    null_cond_prob (pass an all-False mask for none). forward: the module to run (default DiffGestureTrainingForward(net); pass its DDP wrapper).
+    Returns {"loss", "eps_mse"} (the same scalar, for logging symmetry).
+    """
+    poses, audio = batch["poses"], batch["audio"]
+    cfg = net.config
+    if schedule.num_steps != cfg.diffusion_steps:
+        raise BadInput(f"the schedule has {schedule.num_steps} steps but the network {cfg.diffusion_steps}")
+    b, device = poses.shape[0], poses.device
+    gen_device = generator.device if generator is not None else "cpu"
+    seed, flag = seed_context(poses[:, :cfg.n_pre_poses], b, cfg, device)
+    if null_mask is None and cfg.classifier_free:
+        null_mask = (torch.rand(b, generator=generator, device=gen_device) < cfg.null_cond_prob).to(device)
+    if t is None:
+        t = torch.randint(0, schedule.num_steps, (b,), generator=generator, device=gen_device).to(device)
+    if noise is None:
+        noise = randn(poses.shape, generator, device, poses.dtype)
+    forward = forward if forward is not None else DiffGestureTrainingForward(net)
+    eps = forward(schedule.q_sample(poses, t, noise), t, seed, flag, audio, null_mask)
+    loss = F.mse_loss(eps, noise)
+    return {"loss": loss, "eps_mse": loss.detach()}
+
+
+def window_audio(audio: np.ndarray, start: int, frames: int, samples: int) -> np.ndarray:
+    """The `samples`-long raw audio of a window starting at motion frame `start` of a clip of `frames` frames whose
+    audio is `audio` (S,): it starts at floor(start / frames * S), mirrored past the clip's end (official cutting)."""
+    a0 = math.floor(start / frames * len(audio))
+    piece = audio[a0:a0 + samples]
+    if len(piece) < samples:
+        piece = np.pad(audio, (0, a0 + samples - len(audio)), mode="symmetric")[a0:a0 + samples]
+    return piece
+
+
+def make_training_windows(dir_vec, audio, mean_dir_vec, *, n_poses: int = 34, stride: int = 10, fps: int = 15,
+                          sample_rate: int = 16000) -> dict:
+    """Cut one clip into official training windows.
+
+    dir_vec (K, P) or (K, B, 3): unit direction vectors at `fps`; audio (S,) raw at `sample_rate` covering the clip.
+    Windows start every `stride` frames (floor((K - n_poses) / stride) + 1 of them), their audio cut by
+    `window_audio`. Returns {"poses": (N, n_poses, P) float32 = dir_vec - mean_dir_vec, "audio": (N, samples)
+    float32}. The official word-count and motion filters are left to the caller.
+    """
+    vec = np.asarray(dir_vec, dtype=np.float32)
+    vec = vec.reshape(len(vec), -1)
+    mean = np.asarray(mean_dir_vec, dtype=np.float32).reshape(-1)
+    if mean.shape[0] != vec.shape[1]:
+        raise BadInput(f"mean_dir_vec has {mean.shape[0]} values but the poses have {vec.shape[1]}")
+    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    samples = int(round(n_poses / fps * sample_rate))
+    count = (len(vec) - n_poses) // stride + 1 if len(vec) >= n_poses else 0
+    poses = np.zeros((count, n_poses, vec.shape[1]), np.float32)
+    clips = np.zeros((count, samples), np.float32)
+    for i in range(count):
+        start = i * stride
+        poses[i] = vec[start:start + n_poses] - mean
+        clips[i] = window_audio(audio, start, len(vec), samples)
+    return {"poses": poses, "audio": clips}
+
 
 # "small": the project's DiffGesture trained on the BEAT2 take, upper body in the TED Gesture layout (10 joints,
 # 27 values): the noise it must carry through the network fits its width easily (a 192-wide net on the 126 values

@@ -25,8 +25,8 @@ import zipfile
 
 import numpy as np
 
-from .errors import BadInput
-from .take import atomic_write, sha256_of
+from sheg.errors import BadInput
+from sheg.io.take import atomic_write, sha256_of
 
 FORMAT = "sheg-smplx-rig"
 FORMAT_VERSION = 1
