@@ -169,6 +169,33 @@ class SHEG_OT_generate(bpy.types.Operator):
         _redraw(context)
 
 
+class SHEG_OT_regenerate(SHEG_OT_generate):
+    bl_idname = "sheg.regenerate_take"
+    bl_label = "Regenerate"
+    bl_description = ("A new take with the same audio that keeps the locked frames and parts of this take exactly "
+                      "(Take Cleanup > Regenerate settings; Esc cancels)")
+    bl_options = {"REGISTER", "UNDO"}
+
+    take_name: bpy.props.StringProperty(name="Take", description="Take to regenerate (empty: the newest)")
+
+    @classmethod
+    def poll(cls, context):
+        settings = context.scene.sheg
+        return _poll_with_reason(cls, None if settings.armature is not None else "Choose the take's armature")
+
+    def _job(self, context) -> api.GenerationJob:
+        settings = context.scene.sheg
+        return api.regeneration_job(context, settings.armature, settings.face_mesh, self.take_name or None,
+                                    model=settings.model_path(), steps=settings.step_count(),
+                                    key_options=settings.key_options(), **settings.lock())
+
+    def invoke(self, context, event):
+        try:
+            return super().invoke(context, event)
+        except ValueError as exc:  # a bad lock, before anything starts
+            return self._fail(context, str(exc))
+
+
 class SHEG_OT_cancel(bpy.types.Operator):
     bl_idname = "sheg.cancel"
     bl_label = "Cancel"
@@ -402,6 +429,6 @@ class SHEG_OT_cancel_install(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (SHEG_OT_generate, SHEG_OT_cancel, SHEG_OT_new_seed, SHEG_OT_create_rig, SHEG_OT_import_take,
+classes = (SHEG_OT_generate, SHEG_OT_regenerate, SHEG_OT_cancel, SHEG_OT_new_seed, SHEG_OT_create_rig, SHEG_OT_import_take,
            SHEG_OT_export_take, SHEG_OT_remove_take, SHEG_OT_solo_take, SHEG_OT_check_backend,
            SHEG_OT_install_backend, SHEG_OT_cancel_install)

@@ -364,17 +364,23 @@ def _sample(fcurve, frames: np.ndarray) -> np.ndarray:
     return keywriter.sample_fcurve(fcurve, frames)
 
 
+def take_scene_frames(context, action) -> tuple:
+    """(take fps, take frames, (T,) scene frame of each take frame) of a take action."""
+    fps = float(action.get("sheg_take_fps", 0.0))
+    frames = int(action.get("sheg_take_frames", 0))
+    if fps <= 0 or frames <= 0:
+        raise ValueError(f"take '{action.name}' lacks its frame rate/count properties; re-import it")
+    # the scene fps and start frame the keys were written with (the scene's fps may have changed since)
+    written_fps = float(action.get("sheg_scene_fps", _scene_fps(context.scene)))
+    return fps, frames, resample.take_frames_in_scene(frames, fps, written_fps,
+                                                      float(action.get("sheg_start_frame", 1)))
+
+
 def export_take(context, armature, take_name: str, filepath: str) -> dict:
     """Write a take .npz from its action, sampling the F-curves at the take's own frames (so artists' edits are
     exported). Joints whose rotation curves exist are marked generated; others are at rest."""
     action = _find_take_action(armature, take_name)
-    fps = float(action.get("sheg_take_fps", 0.0))
-    frames = int(action.get("sheg_take_frames", 0))
-    if fps <= 0 or frames <= 0:
-        raise ValueError(f"take '{take_name}' lacks its frame rate/count properties; re-import it")
-    # the scene fps and start frame the keys were written with (the scene's fps may have changed since)
-    written_fps = float(action.get("sheg_scene_fps", _scene_fps(context.scene)))
-    sample_at = resample.take_frames_in_scene(frames, fps, written_fps, float(action.get("sheg_start_frame", 1)))
+    fps, frames, sample_at = take_scene_frames(context, action)
     bone_names = rig.find_smplx_bones(armature)
     joint_of_bone = {bone: joint for joint, bone in bone_names.items()}
     rotations, location, expressions, arkit = {}, {}, {}, {}

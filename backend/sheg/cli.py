@@ -18,6 +18,8 @@ EXIT_USAGE = 2
 
 
 def _add_generate(sub) -> None:
+    from sheg.motion.layouts import PARTS
+
     p = sub.add_parser("generate", help="generate takes (.npz) from speech audio files",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3, ...)")
@@ -34,6 +36,14 @@ def _add_generate(sub) -> None:
     p.add_argument("--no-resample", action="store_true", help="FOPPAS fast mode: no RePaint resampling jumps")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="compute device")
     p.add_argument("--hubert", default=None, help="HuBERT-large folder or model id (models that use HuBERT)")
+    p.add_argument("--keep", default=None,
+                   help="constrained regeneration: a take .npz of the same audio whose values are kept exactly")
+    p.add_argument("--keep-frames", default=None,
+                   help="with --keep: take frames to keep, START:STOP from 0, STOP excluded, comma-separated "
+                        "(default: all)")
+    p.add_argument("--keep-parts", default=None,
+                   help="with --keep: body parts to keep, comma-separated, of: " + ", ".join(PARTS)
+                        + " (default: all)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -62,6 +72,15 @@ def cmd_generate(args) -> int:
         if not os.path.isfile(path):
             raise ShegError(f"audio file not found: {path}")
     outputs = _outputs_for(args.audio, args.out)
+    keep = {}
+    if args.keep is not None:
+        if len(args.audio) != 1:
+            raise ShegError("--keep regenerates one take: give exactly one audio file")
+        keep = {"keep": args.keep, "keep_frames": args.keep_frames, "keep_parts": args.keep_parts}
+        if not os.path.isfile(args.keep):
+            raise ShegError(f"take to keep not found: {args.keep}")
+    elif args.keep_frames is not None or args.keep_parts is not None:
+        raise ShegError("--keep-frames and --keep-parts need --keep TAKE.npz (the take whose values are kept)")
     model = load_model(args.model, device=args.device, hubert=args.hubert)
     results = []
     for audio, out in zip(args.audio, outputs):
@@ -80,7 +99,7 @@ def cmd_generate(args) -> int:
         try:
             take = model.generate(audio, seed=args.seed, steps=args.steps, guidance=args.guidance, style=args.style,
                                   overlap=args.overlap, jumps=args.jumps, resample=not args.no_resample,
-                                  progress=progress)
+                                  progress=progress, **keep)
         finally:
             if bar is not None:
                 bar.n = bar.total if bar.n else bar.n

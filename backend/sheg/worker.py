@@ -92,10 +92,16 @@ class Worker:
                 raise Cancelled("generation cancelled")
             self.channel.send(id=rid, event="progress", **event)
 
+        keep = req.get("keep")
+        if keep is not None and not (isinstance(keep, dict) and keep.get("take")):
+            raise ShegError("generate's 'keep' must be {\"take\": NPZ, \"frames\": [[start, stop], ...] or null, "
+                            "\"parts\": [names] or null}")
+        options = {} if keep is None else {"keep": keep["take"], "keep_frames": keep.get("frames"),
+                                           "keep_parts": keep.get("parts")}
         seed = 0 if req.get("seed") is None else req["seed"]
         take = self.model.generate(req["audio"], seed=seed, steps=req.get("steps"),
                                    guidance=req.get("guidance"), style=req.get("style"),
-                                   overlap=req.get("overlap"), jumps=req.get("jumps"), progress=progress)
+                                   overlap=req.get("overlap"), jumps=req.get("jumps"), progress=progress, **options)
         if self.cancel_event.is_set():
             raise Cancelled("generation cancelled")
         take.save(req["out"])

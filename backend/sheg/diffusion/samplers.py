@@ -191,19 +191,20 @@ def _truncated_start(steps: int) -> int:
     return 15 if steps == 25 else max(1, int(steps * 0.6))
 
 
-def jump_schedule(steps: int = 25, jump_length: int = 3, jump_n_sample: int = 5) -> list[int]:
+def jump_schedule(steps: int = 25, jump_length: int = 3, jump_n_sample: int = 5, top: int | None = None) -> list[int]:
     """RePaint-style walk over respaced indices for windows after the first (DiffSHEG's ddim jump schedule).
 
     Starts at t_T - 1, ends with -1, moves by one per entry. A descending pair (t_last, t_cur) is one DDIM step at
     respaced index t_last; an ascending pair is a one-step re-noise ("jump back"). Jump points are
     j in range(0, t_T - jump_length, jump_length), each allowing jump_n_sample - 1 jumps of jump_length steps up.
     Ex.: steps 25 -> 15 / 27 / 63 descending pairs for jump_n_sample 1 / 2 / 5 (jump_length 3).
+    top: start from this respaced index instead of t_T (`steps`: the whole chain, as a first window walks it).
     """
     if int(steps) < 1:
         raise BadInput(f"sampling steps must be at least 1, got {steps}")
     if int(jump_length) < 1 or int(jump_n_sample) < 1:
         raise BadInput(f"jump_length and jump_n_sample must be >= 1, got {jump_length} and {jump_n_sample}")
-    t_top = _truncated_start(int(steps))
+    t_top = _truncated_start(int(steps)) if top is None else int(top)
     jumps_left = {j: jump_n_sample - 1 for j in range(0, t_top - jump_length, jump_length)}
     times = []
     t = t_top
@@ -263,8 +264,9 @@ def foppas_window(denoiser: Denoiser, x_init: torch.Tensor, schedule: NoiseSched
                   known: torch.Tensor | None = None, known_len: int = 0, jump_length: int = 3,
                   jump_n_sample: int = 5, resample: bool = True, blend: bool = True,
                   generator: torch.Generator | None = None, callback=None, eta: float = 0.0,
-                  stabilizer: str | None = None, stabilizer_t0: int = 25) -> torch.Tensor:
-    """Sample one window (B, T, D), outpainting after a known clean prefix.
+                  stabilizer: str | None = None, stabilizer_t0: int = 25, keep: torch.Tensor | None = None,
+                  keep_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Sample one window (B, T, D), outpainting after a known clean prefix, inpainting kept values.
 
     known=None (window 0): plain deterministic DDIM over ddim_timesteps(num_steps, steps) from x_init.
     Otherwise known (B, O', D) holds the previous window's clean tail; its first O = known_len frames (all of them
@@ -278,24 +280,44 @@ def foppas_window(denoiser: Denoiser, x_init: torch.Tensor, schedule: NoiseSched
     'known_noised', 'overlap_noise', 'abar_prev' and 'blend_weight' ((1, O, 1) or None when not blending).
     eta > 0 (not official: DiffSHEG samples with eta 0) adds DDIM noise at every step, shaped by the stabilizer over
     the last stabilizer_t0 respaced steps as in ddim_sample.
+
+    keep (B or 1, T, D) clean values and keep_mask (B or 1, T, D) bool (RePaint inpainting): after every step (and
+    after the overlap replacement) the masked entries become q(x_prev | keep) with fresh noise, so the model
+    generates the rest around them and the result holds exactly `keep` there. A window with a mask but no known
+    prefix walks the plain DDIM chain (jump_schedule from the top, no jumps), one with both the jump schedule.
     """
     _check_x(x_init, "x_init")
     stabilizer_share(0, stabilizer_t0, stabilizer)  # validates the options
-    if known is None or (known_len == 0 and known.shape[1] == 0):
+    no_prefix = known is None or (known_len == 0 and known.shape[1] == 0)
+    if keep_mask is not None:
+        if keep is None or keep.shape[1:] != x_init.shape[1:] or keep_mask.shape[1:] != x_init.shape[1:]:
+            raise BadInput(f"keep and keep_mask must be (batch, {x_init.shape[1]}, {x_init.shape[2]}) like the "
+                           f"window, got {None if keep is None else tuple(keep.shape)} and {tuple(keep_mask.shape)}")
+        keep = keep.to(device=x_init.device, dtype=x_init.dtype)
+        keep_mask = keep_mask.to(device=x_init.device, dtype=torch.bool)
+        if not bool(keep_mask.any()):
+            keep = keep_mask = None
+    if no_prefix and keep_mask is None:
         return ddim_sample(denoiser, x_init, schedule, ddim_timesteps(schedule.num_steps, steps),
                            eta=eta, generator=generator, callback=callback, stabilizer=stabilizer,
                            stabilizer_t0=stabilizer_t0)
-    _check_x(known, "known")
-    n_known = int(known_len) if known_len else known.shape[1]
-    if not 0 < n_known <= min(known.shape[1], x_init.shape[1]):
-        raise BadInput(f"known_len {n_known} must be between 1 and the known frames ({known.shape[1]}) "
-                       f"and the window length ({x_init.shape[1]})")
-    if known.shape[0] != x_init.shape[0] or known.shape[2] != x_init.shape[2]:
-        raise BadInput(f"known {tuple(known.shape)} does not match the window {tuple(x_init.shape)} in batch/features")
-    known = known[:, :n_known].to(device=x_init.device, dtype=x_init.dtype)
+    n_known = 0
+    if not no_prefix:
+        _check_x(known, "known")
+        n_known = int(known_len) if known_len else known.shape[1]
+        if not 0 < n_known <= min(known.shape[1], x_init.shape[1]):
+            raise BadInput(f"known_len {n_known} must be between 1 and the known frames ({known.shape[1]}) "
+                           f"and the window length ({x_init.shape[1]})")
+        if known.shape[0] != x_init.shape[0] or known.shape[2] != x_init.shape[2]:
+            raise BadInput(f"known {tuple(known.shape)} does not match the window {tuple(x_init.shape)} in "
+                           f"batch/features")
+        known = known[:, :n_known].to(device=x_init.device, dtype=x_init.dtype)
 
     respaced = schedule.respaced(ddim_timesteps(schedule.num_steps, steps))
-    times = jump_schedule(steps, jump_length, jump_n_sample) if resample else jump_schedule(steps, 1, 1)
+    if no_prefix:
+        times = jump_schedule(steps, 1, 1, top=int(steps))
+    else:
+        times = jump_schedule(steps, jump_length, jump_n_sample) if resample else jump_schedule(steps, 1, 1)
     n_calls = sum(1 for a, b in zip(times[:-1], times[1:]) if b < a)
     weight = torch.linspace(0.0, 1.0, n_known, device=x_init.device, dtype=x_init.dtype).view(1, n_known, 1)
 
@@ -320,12 +342,20 @@ def foppas_window(denoiser: Denoiser, x_init: torch.Tensor, schedule: NoiseSched
                                                                              x.dtype))
         # 2. re-noise the known prefix to the new level with fresh noise (q(x_prev | known))
         noise_level = math.sqrt(1.0 - abar_prev)
-        overlap_noise = randn(known.shape, generator, x.device, x.dtype)
-        known_noised = math.sqrt(abar_prev) * known + noise_level * overlap_noise
-        # 3. in the last, nearly clean steps cross-fade from the known prefix into the new generation
-        blending = blend and noise_level < BLEND_NOISE_LEVEL
-        prefix = known_noised * (1.0 - weight) + x_update[:, :n_known] * weight if blending else known_noised
-        x = torch.cat([prefix, x_update[:, n_known:]], dim=1)
+        x = x_update
+        known_noised = overlap_noise = None
+        blending = False
+        if n_known:
+            overlap_noise = randn(known.shape, generator, x.device, x.dtype)
+            known_noised = math.sqrt(abar_prev) * known + noise_level * overlap_noise
+            # 3. in the last, nearly clean steps cross-fade from the known prefix into the new generation
+            blending = blend and noise_level < BLEND_NOISE_LEVEL
+            prefix = known_noised * (1.0 - weight) + x_update[:, :n_known] * weight if blending else known_noised
+            x = torch.cat([prefix, x_update[:, n_known:]], dim=1)
+        # 4. kept values at the new noise level (exactly `keep` after the last step, abar_prev = 1)
+        if keep_mask is not None:
+            kept = math.sqrt(abar_prev) * keep + noise_level * randn(x.shape, generator, x.device, x.dtype)
+            x = torch.where(keep_mask, kept, x)
         if callback is not None:
             callback({"i": i, "steps": n_calls, "t": t_orig, "respaced_t": t_last, "x": x, "x0": x0,
                       "x_update": x_update, "known_noised": known_noised, "overlap_noise": overlap_noise,
@@ -340,7 +370,8 @@ def foppas_sample(make_denoiser: Callable[[int, int], Denoiser], total_frames: i
                   jump_n_sample: int = 5, resample: bool = True, batch: int = 1,
                   generator: torch.Generator | None = None, callback=None, device="cpu",
                   blend: bool = True, known_to_denoiser: bool = False, eta: float = 0.0,
-                  stabilizer: str | None = None, stabilizer_t0: int = 25) -> torch.Tensor:
+                  stabilizer: str | None = None, stabilizer_t0: int = 25, keep: torch.Tensor | None = None,
+                  keep_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Generate (batch, total_frames, dim) float32 on `device` window by window (DiffSHEG FOPPAS).
 
     Windows come from window_spans; `make_denoiser(start, stop)` gives the denoiser for frames [start, stop) (it
@@ -353,8 +384,15 @@ def foppas_sample(make_denoiser: Callable[[int, int], Denoiser], total_frames: i
     known_to_denoiser=True calls `make_denoiser(start, stop, known)` instead, with `known` the previous window's clean
     last `overlap` frames (batch, overlap, dim) or None for window 0, so a model that conditions on seed poses
     (DiffGesture) can bind them. eta, stabilizer, stabilizer_t0: as foppas_window (default: the official eta 0).
+    keep (batch or 1, total_frames, dim) and keep_mask (same shape, bool): values to keep (constrained
+    regeneration); each window inpaints its slice of them (foppas_window), so the output holds `keep` exactly where
+    the mask is set and the rest is generated around it.
     """
     spans = window_spans(total_frames, window, overlap)
+    if keep_mask is not None and (keep is None or keep.shape[1:] != (int(total_frames), int(dim))
+                                  or keep_mask.shape != keep.shape):
+        raise BadInput(f"keep and keep_mask must both be (batch, {total_frames}, {dim}), got "
+                       f"{None if keep is None else tuple(keep.shape)} and {tuple(keep_mask.shape)}")
     if int(batch) < 1 or int(dim) < 1:
         raise BadInput(f"batch and dim must be >= 1, got batch {batch}, dim {dim}")
     total_calls = count_model_calls(total_frames, window, overlap, steps, jump_length, jump_n_sample, resample)
@@ -377,9 +415,11 @@ def foppas_sample(make_denoiser: Callable[[int, int], Denoiser], total_frames: i
         x = foppas_window(denoiser, x_init, schedule, steps, known=known, known_len=int(overlap),
                           jump_length=jump_length, jump_n_sample=jump_n_sample, resample=resample, blend=blend,
                           generator=generator, callback=window_callback, eta=eta, stabilizer=stabilizer,
-                          stabilizer_t0=stabilizer_t0)
-        keep = stop - start if k == len(spans) - 1 else stride
-        out[:, start:start + keep] = x[:, :keep]
+                          stabilizer_t0=stabilizer_t0,
+                          keep=None if keep_mask is None else keep[:, start:stop],
+                          keep_mask=None if keep_mask is None else keep_mask[:, start:stop])
+        contributed = stop - start if k == len(spans) - 1 else stride
+        out[:, start:start + contributed] = x[:, :contributed]
         known = x[:, x.shape[1] - int(overlap):].clone() if overlap > 0 else None
     return out
 

@@ -107,7 +107,8 @@ class DiffGestureModel:
     def generate(self, audio, *, seed: int = 0, steps: int | None = None, guidance: float | None = None,
                  style: int | None = None, overlap: int | None = None, jumps: int | None = None,
                  resample: bool = True, progress: Callable[[dict], None] | None = None,
-                 long_mode: str | None = None, stabilizer: str | None = "default", seed_poses=None):
+                 long_mode: str | None = None, stabilizer: str | None = "default", seed_poses=None, keep=None,
+                 keep_frames=None, keep_parts=None):
         """Generate a take (sheg.inference.base.Take) for `audio` (a file path, or (samples, rate)).
 
         steps: chain mode runs DDPM when steps equals the training steps (500, the official sampler) and DDIM over
@@ -121,6 +122,9 @@ class DiffGestureModel:
         report({"stage": "features", "fraction": 0.0})
         if style not in (None, 0):
             raise BadInput("DiffGesture models have no speaker styles: leave style unset")
+        if keep is not None:  # its TED direction vectors are not the SMPL-X channels a take keeps
+            raise BadInput("keeping frames or parts needs a UniEG (SMPL-X layout) model, e.g. the default; "
+                           "DiffGesture models regenerate whole takes only")
         wave = self.load_wave(audio)
         frames = self.frames_for(len(wave))
         if frames < 1:

@@ -20,6 +20,7 @@ from sheg.diffusion.gaussian import NoiseSchedule
 from sheg.diffusion.samplers import count_model_calls, foppas_sample
 from sheg.errors import BadInput, ShegError
 from sheg.inference.base import Take, checked_guidance, checked_seed, finish_take, lowpass
+from sheg.inference.keep import KeepConstraint, keep_constraint
 from sheg.motion.layouts import get_layout, take_from_vector
 from sheg.version import __version__
 
@@ -114,33 +115,47 @@ class Model:
 
     def generate(self, audio, *, seed: int = 0, steps: int | None = None, guidance: float | None = None,
                  style: int | None = None, overlap: int | None = None, jumps: int | None = None,
-                 resample: bool = True, progress: Callable[[dict], None] | None = None) -> Take:
+                 resample: bool = True, progress: Callable[[dict], None] | None = None, keep=None,
+                 keep_frames=None, keep_parts=None) -> Take:
         """Generate a take for `audio` (a file path, or (samples, rate)).
 
         progress receives {'stage', 'fraction', 'window', 'windows', 'step', 'steps'}; raising
         sheg.errors.Cancelled from it stops the generation.
+        keep (a take .npz path, a Take or take arrays with 'fps', at the model's fps), keep_frames ([(start, stop)]
+        take frames or 'A:B,C:D'; None: all) and keep_parts (motion.layouts.PARTS names or 'a,b'; None: all):
+        constrained regeneration (inference.keep): those values of the earlier take come out exactly as they were,
+        the rest is generated around them.
         """
         started = time.perf_counter()
         seed = checked_seed(seed)
         report = progress or (lambda event: None)
         report({"stage": "features", "fraction": 0.0})
         mel, hub, frames = self._features(audio)
+        constraint = None
+        if keep is not None:
+            constraint = keep_constraint(self.layout, self.fps, frames, keep, keep_frames, keep_parts)
         vec = self.sample(mel, hub, seed=seed, steps=steps, guidance=guidance, style=style, overlap=overlap,
-                          jumps=jumps, resample=resample, progress=report)
+                          jumps=jumps, resample=resample, progress=report, keep=constraint)
         if self.lowpass_hz:
             vec = lowpass(vec, self.fps, self.lowpass_hz)
+        if constraint is not None:
+            vec = constraint.restore(vec)
         arrays = take_from_vector(self.layout, vec)
         meta = {"model_id": self.model_id, "seed": int(seed), "steps": steps or self.default_steps,
                 "guidance": self.default_guidance if guidance is None else float(guidance),
                 "style": self.default_style if style is None else int(style), "sheg_version": __version__,
                 "layout": self.layout.name}
+        if constraint is not None:
+            meta["kept_frames"] = int(constraint.frame_mask.sum())
+            meta["kept_values"] = int(constraint.mask.sum())
         return finish_take(arrays, vec, self.fps, meta, audio, started, report, self.lowpass_hz)
 
     def sample(self, mel: torch.Tensor, hub: torch.Tensor | None, *, seed: int = 0, steps: int | None = None,
                guidance: float | None = None, style: int | None = None, overlap: int | None = None,
                jumps: int | None = None, resample: bool = True,
-               progress: Callable[[dict], None] | None = None) -> np.ndarray:
-        """FOPPAS over features mel (1, T, 128) [+ HuBERT (1, T, 1024)] -> de-normalized vector (T, D) float32."""
+               progress: Callable[[dict], None] | None = None, keep: KeepConstraint | None = None) -> np.ndarray:
+        """FOPPAS over features mel (1, T, 128) [+ HuBERT (1, T, 1024)] -> de-normalized vector (T, D) float32.
+        keep: values to inpaint around (normalized here with the model's statistics)."""
         steps = self.default_steps if steps is None else int(steps)
         guidance = checked_guidance(guidance, self.default_guidance, getattr(self.net.config, "classifier_free", False))
         overlap = self.overlap if overlap is None else int(overlap)
@@ -181,11 +196,16 @@ class Model:
                     "window": info.get("window", 0) + 1, "windows": info.get("windows", 1),
                     "step": info.get("i", 0) + 1, "steps": info.get("steps", steps)})
 
+        keep_values = keep_mask = None
+        if keep is not None:
+            keep_values = ((torch.from_numpy(keep.values).to(self.device) - self.mean) / self.std)[None]
+            keep_mask = torch.from_numpy(keep.mask).to(self.device)[None]
         generator = torch.Generator(device=self.device).manual_seed(int(seed))
         cache = getattr(self.net, "modulation_cache", None)
         with torch.inference_mode(), (cache() if cache else contextlib.nullcontext()):
             x = foppas_sample(make_denoiser, frames, self.layout.dim, self.schedule, window=self.window,
                               overlap=overlap, steps=steps, jump_length=self.jump_length, jump_n_sample=jumps,
                               resample=resample, generator=generator, callback=on_step, device=self.device,
-                              eta=self.eta, stabilizer=self.stabilizer, stabilizer_t0=self.stabilizer_t0)
+                              eta=self.eta, stabilizer=self.stabilizer, stabilizer_t0=self.stabilizer_t0,
+                              keep=keep_values, keep_mask=keep_mask)
             return (x[0].float() * self.std + self.mean).cpu().numpy()

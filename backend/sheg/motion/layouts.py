@@ -76,6 +76,42 @@ def show_vector_from_take(poses: np.ndarray, expressions: np.ndarray) -> np.ndar
     return np.concatenate([gesture, jaw, expr], axis=1)
 
 
+# Body parts an artist can lock (regeneration keeps their channels), as SMPL-X joints; "expression" is the 100
+# expression coefficients, "face" the jaw plus the expression (UniEG's whole expression branch), "body" every joint
+# of the gesture vector.
+PART_JOINTS = {
+    "torso": (3, 6, 9),
+    "head": (12, 15),
+    "left_arm": (13, 16, 18, 20),
+    "right_arm": (14, 17, 19, 21),
+    "left_hand": tuple(range(25, 40)),
+    "right_hand": tuple(range(40, 55)),
+    "jaw": (JAW_JOINT,),
+}
+PARTS = tuple(PART_JOINTS) + ("expression", "face", "body")
+
+
+def show_part_channels(parts) -> np.ndarray:
+    """Sorted channel indices of the SHOW vector that carry the named parts (PARTS); ValueError (one line) for an
+    unknown name."""
+    g = SHOW.gesture_dim
+    columns = set()
+    for part in parts:
+        if part == "expression" or part == "face":
+            columns.update(range(g + 3, SHOW.dim))
+        if part == "face" or part == "jaw":
+            columns.update(range(g, g + 3))
+        if part == "body":
+            columns.update(range(g))
+        elif part in PART_JOINTS and part != "jaw":
+            for joint in PART_JOINTS[part]:
+                slot = SHOW_GESTURE_JOINTS.index(joint)
+                columns.update(range(3 * slot, 3 * slot + 3))
+        elif part not in PARTS:
+            raise ValueError(f"unknown body part '{part}' (use any of: {', '.join(PARTS)})")
+    return np.array(sorted(columns), dtype=np.int64)
+
+
 def take_from_show_vector(vec: np.ndarray) -> dict:
     """(T, 232) SHOW vector -> take arrays: poses (T,165) with non-generated joints at rest (zero), expressions (T,100),
     and `generated_joints` (55,) bool."""
