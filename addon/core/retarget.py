@@ -215,18 +215,18 @@ def global_rotations(poses: np.ndarray, needed=None) -> np.ndarray:
     """(T, 55, 3) SMPL-X local axis-angles -> (T, 55, 4) global quaternions by forward kinematics (joints not in
     `needed` nor ancestors of it are left identity)."""
     poses = np.asarray(poses, dtype=np.float64).reshape(len(poses), smplx.NUM_JOINTS, 3)
-    local = quaternions.axis_angle_to_quat(poses)
     keep = np.zeros(smplx.NUM_JOINTS, dtype=bool)
     for j in (range(smplx.NUM_JOINTS) if needed is None else needed):
         while j >= 0 and not keep[j]:
             keep[j] = True
             j = smplx.PARENTS[j]
-    out = np.zeros_like(local)
+    out = np.zeros(poses.shape[:2] + (4,))
     out[..., 0] = 1.0
-    for j in range(smplx.NUM_JOINTS):  # parents come before children in the SMPL-X order
-        if keep[j]:
-            p = smplx.PARENTS[j]
-            out[:, j] = local[:, j] if p < 0 else quaternions.quat_multiply(out[:, p], local[:, j])
+    kept = np.flatnonzero(keep)
+    local = quaternions.axis_angle_to_quat(poses[:, kept])  # only the chains that matter
+    for column, j in enumerate(kept):  # parents come before children in the SMPL-X order
+        p = smplx.PARENTS[j]
+        out[:, j] = local[:, column] if p < 0 else quaternions.quat_multiply(out[:, p], local[:, column])
     return out
 
 
