@@ -103,11 +103,18 @@ def evaluate(model, audio: str, *, seeds=(0, 1, 2), reference: str | None = None
         other_label = "same audio rotated by half"
     fps = model.fps
 
+    # Joints the reference does not hold (a SHOW fit's hands) are left out of every row, the generated ones too.
+    ref = read_motion(reference) if reference is not None else None
+    scored = np.ones(55, bool) if ref is None else ref.known_joints
+    if not scored.all():
+        log(f"scoring without the {int((~scored).sum())} joints the reference does not hold (hands)")
     rows, samples, mask = [], [], None
     for seed in seeds:
         log(f"generating seed {seed} ...")
         take = model.generate((model_wave, model_rate), seed=int(seed), steps=steps)
-        poses = take.arrays["poses"]
+        poses = take.arrays["poses"].reshape(take.frames, 55, 3).copy()
+        poses[:, ~scored] = 0.0
+        poses = poses.reshape(take.frames, -1)
         mask = take.arrays["generated_joints"]
         seams = [start for start, _ in window_spans(take.frames, model.window, model.overlap)[1:]]
         rows.append({"take": f"generated seed {seed}", **_score(poses, fps, wave, other, mean_speed, seams)})
@@ -119,15 +126,15 @@ def evaluate(model, audio: str, *, seeds=(0, 1, 2), reference: str | None = None
 
     frames = len(samples[0])
     rows.append({"take": "static pose", **_score(np.zeros((frames, 165)), fps, wave, other, mean_speed)})
-    if reference is not None:
-        ref_poses, _, ref_fps = read_motion(reference)
-        ref_poses, _ = resample_motion(ref_poses, np.zeros((len(ref_poses), 1)), ref_fps, fps)
+    if ref is not None:
+        ref_poses, _ = resample_motion(ref.poses, np.zeros((len(ref.poses), 1)), ref.fps, fps)
         first = int(round(start * fps))
         ref_poses = ref_poses[first:first + frames]
         if len(ref_poses) < 4:
             raise BadInput(f"the reference {reference} has no motion in the chosen time range")
         ref_poses = ref_poses.reshape(len(ref_poses), 55, 3)
         ref_poses[:, ~mask] = 0.0  # the joints the model does not generate stay at rest, as in generated takes
+        ref_poses[:, ~scored] = 0.0
         rows.append({"take": "reference (ground truth)",
                      **_score(ref_poses.reshape(len(ref_poses), -1), fps, wave, other, mean_speed)})
     log(f"mismatched audio: {other_label}")
