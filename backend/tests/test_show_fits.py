@@ -128,3 +128,26 @@ def test_train_on_fits_and_score_against_a_fit_without_its_hands(tmp_path, capsy
     assert args.func(args) == 0
     table = capsys.readouterr().out.strip().splitlines()
     assert any("reference (ground truth)" in line for line in table)
+
+
+MEAN_VEL = SHOW_DIR.parent / "emage" / "mean_vel_smplxflame_30.npy"
+
+
+@needs_show
+def test_eval_scores_a_set_of_clips_with_the_others_as_mismatched_audio(tiny_model_dir, capsys):
+    from sheg.cli import build_parser
+
+    args = build_parser().parse_args(["eval", tiny_model_dir, "--clips", str(SHOW_DIR / "oliver"), "--seeds", "1",
+                                      "--steps", "2", "--device", "cpu", "--mean-vel", str(MEAN_VEL), "--json"])
+    assert args.func(args) == 0
+    import json
+
+    rows = json.loads(capsys.readouterr().out)
+    labels = [r["take"] for r in rows]
+    assert len(labels) == 2 * 4 + 2 and labels[-2:] == ["4 clips: generated", "4 clips: reference"]
+    for row in rows:
+        assert np.isclose(row["BC gap"], row["BC"] - row["BC mismatched audio"])
+        assert row["speed mean (m/s)"] >= 0
+    with pytest.raises(BadInput, match="--audio FILE .* or --clips FOLDER"):
+        bad = build_parser().parse_args(["eval", tiny_model_dir, "--device", "cpu"])
+        bad.func(bad)
