@@ -109,9 +109,13 @@ def test_worker_protocol_generate_cancel_errors_shutdown(worker, tiny_model_dir,
         if event.get("event") == "progress" and event.get("stage") == "sampling":
             break
     t0 = time.time()
-    worker.send(cmd="cancel")
-    final, _ = worker.until(gid)
-    assert final["event"] == "cancelled" and time.time() - t0 < 1.0
+    cancel_id = worker.send(cmd="cancel")
+    final, events = worker.until(gid)
+    # The running generate stops at its next sampling step (each well under a second on an idle machine; the
+    # count, not the seconds, is what holds on a loaded one): at most one more step is reported after the ack.
+    acked = next(i for i, e in enumerate(events) if e.get("id") == cancel_id)
+    steps_after = [e for e in events[acked + 1:] if e.get("event") == "progress"]
+    assert final["event"] == "cancelled" and len(steps_after) <= 1 and time.time() - t0 < 10.0, steps_after
     assert not cancelled_out.exists() and not any(p.name.startswith(".sheg-") for p in tmp_path.iterdir())
 
     bye, _ = worker.until(worker.send(cmd="shutdown"))
