@@ -50,6 +50,7 @@ def _score(poses: np.ndarray, fps: float, wave: np.ndarray, other_waves: list, m
         seam = metrics.seam_jerk(positions, fps, seams)
         row["seam/within jerk"] = seam["seam_ratio"]
     row["jaw-RMS corr"] = metrics.jaw_energy_correlation(poses, wave, METRIC_SR, fps)
+    row["jaw silence/speech"] = metrics.jaw_silence_ratio(poses, wave, METRIC_SR, fps)
     row["speed mean (m/s)"] = float(metrics.joint_speeds(positions, fps)[:, list(metrics.UPPER_BODY_JOINTS)].mean())
     if "BC" in row:
         row["BC gap"] = row["BC"] - row["BC mismatched audio"]  # > 0: the rhythm follows this speech, not any speech

@@ -290,6 +290,41 @@ def jaw_energy_correlation(poses: np.ndarray, wave: np.ndarray, sr: int, fps: fl
     return pearson(opening[:frames], audio_rms(wave, sr, fps, frames))
 
 
+SILENCE_LEVEL = 0.05  # RMS below this share of the clip's 95th-percentile RMS is silence
+SILENCE_MIN_SECONDS = 0.5  # shorter pauses are part of speaking
+SILENCE_MARGIN_SECONDS = 0.1  # the mouth may still be closing just after speech stops (and opening before)
+
+
+def silent_frames(wave: np.ndarray, sr: int, fps: float, frames: int) -> np.ndarray:
+    """(frames,) bool: motion frames inside a pause of at least SILENCE_MIN_SECONDS, less a margin at each end."""
+    rms = audio_rms(wave, sr, fps, frames)
+    quiet = rms <= SILENCE_LEVEL * max(float(np.percentile(rms, 95)), 1e-9)
+    out = np.zeros(frames, bool)
+    margin, shortest = int(round(SILENCE_MARGIN_SECONDS * fps)), int(round(SILENCE_MIN_SECONDS * fps))
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], quiet.astype(np.int8), [0]])))
+    for start, stop in zip(edges[0::2], edges[1::2]):
+        if stop - start >= shortest:
+            out[start + margin:stop - margin] = True
+    return out
+
+
+def jaw_silence_ratio(poses: np.ndarray, wave: np.ndarray, sr: int, fps: float) -> float:
+    """Mean jaw opening in the pauses / median jaw opening while speaking (0: the mouth closes when nobody speaks);
+    nan when the audio has no pause of SILENCE_MIN_SECONDS."""
+    opening = jaw_opening(poses)
+    frames = min(len(opening), int(len(wave) * fps / sr))
+    opening = opening[:frames]
+    silent = silent_frames(wave, sr, fps, frames)
+    rms = audio_rms(wave, sr, fps, frames)
+    speaking = rms > SILENCE_LEVEL * max(float(np.percentile(rms, 95)), 1e-9)
+    if not silent.any() or not speaking.any():
+        return float("nan")
+    speech_median = float(np.median(opening[speaking]))
+    if abs(speech_median) < 1e-9:
+        return float("nan")
+    return float(np.mean(opening[silent]) / speech_median)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # report
 
