@@ -2,7 +2,8 @@
 rigify add-on shipped with Blender), a Mixamo-named FBX-style rig and a CC-named A-pose rig (retarget_rigs.py).
 
 The BEAT2 take is imported onto the stand-in SMPL-X rig with the Import take path, retargeted onto each rig, and the
-world-space directions of the upper arms, forearms, hands and head are compared frame by frame with the SMPL-X rig's.
+world-space directions of the upper arms, forearms, hands, head, thighs and shins are compared frame by frame with
+the SMPL-X rig's.
 """
 
 from __future__ import annotations
@@ -31,16 +32,20 @@ FRAME_STEP = 4  # every 4th frame of the 1906 (477 frames)
 # part -> (SMPL-X joint, its child joint or None for the bone's own axis) on the stand-in rig
 SOURCE_PARTS = {f"{side}_{part}": (f"{side}_{a}", f"{side}_{b}") for side in ("left", "right")
                 for part, a, b in (("upper_arm", "shoulder", "elbow"), ("forearm", "elbow", "wrist"),
-                                   ("hand", "wrist", "middle1"))}
+                                   ("hand", "wrist", "middle1"), ("thigh", "hip", "knee"),
+                                   ("shin", "knee", "ankle"))}
 SOURCE_PARTS["head"] = ("head", None)
 # part -> bone whose own axis is measured on each target
-_RIGIFY = {"upper_arm": "upper_arm{s}", "forearm": "forearm{s}", "hand": "hand{s}"}
+_RIGIFY = {"upper_arm": "upper_arm{s}", "forearm": "forearm{s}", "hand": "hand{s}", "thigh": "thigh{s}",
+           "shin": "shin{s}"}
 TARGET_PARTS = {
     "mixamo": {**{f"{side}_{p}": f"mixamorig:{side.capitalize()}{n}" for side in ("left", "right")
-                  for p, n in (("upper_arm", "Arm"), ("forearm", "ForeArm"), ("hand", "Hand"))},
+                  for p, n in (("upper_arm", "Arm"), ("forearm", "ForeArm"), ("hand", "Hand"), ("thigh", "UpLeg"),
+                               ("shin", "Leg"))},
                "head": "mixamorig:Head"},
     "cc": {**{f"{side}_{p}": f"CC_Base_{side[0].upper()}_{n}" for side in ("left", "right")
-              for p, n in (("upper_arm", "Upperarm"), ("forearm", "Forearm"), ("hand", "Hand"))},
+              for p, n in (("upper_arm", "Upperarm"), ("forearm", "Forearm"), ("hand", "Hand"), ("thigh", "Thigh"),
+                           ("shin", "Calf"))},
            "head": "CC_Base_Head"},
     "metarig": {**{f"{side}_{p}": n.format(s=s) for side, s in (("left", ".L"), ("right", ".R"))
                    for p, n in _RIGIFY.items()}, "head": "spine.006"},

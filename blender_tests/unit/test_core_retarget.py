@@ -163,7 +163,7 @@ def test_root_translation_follows_the_take_scaled_to_the_rig():
 
 
 PRESET_RIGS = {
-    "rigify": ["root", "torso", "hips", "chest", "spine_fk", "spine_fk.001", "spine_fk.002", "spine_fk.003", "neck",
+    "rigify": ["root", "torso", "hips", "chest", "spine_fk", "spine_fk.001", "tweak_spine.001", "spine_fk.002", "spine_fk.003", "neck",
                "head", "shoulder.L", "shoulder.R", "upper_arm_fk.L", "upper_arm_fk.R", "forearm_fk.L", "forearm_fk.R",
                "hand_fk.L", "hand_fk.R", "DEF-spine", "DEF-spine.001", "ORG-spine", "DEF-upper_arm.L"],
     "rigify_metarig": ["spine", "spine.001", "spine.002", "spine.003", "spine.004", "spine.005", "spine.006",
