@@ -239,3 +239,9 @@ def test_retarget_operator_is_one_undo_step(addon):
     assert sorted(a.name for a in bpy.data.actions) == actions
     assert target.animation_data is None or len(target.animation_data.nla_tracks) == 0
     assert all(pb.rotation_quaternion[:] == (1.0, 0.0, 0.0, 0.0) for pb in target.pose.bones)
+    # the same from Python, as a headless script would; the factory scene runs at 24 fps: 1906 frames -> 1525
+    info = addon.api.retarget_take(target=target, source=bpy.data.objects["SMPLX-neutral"],
+                                   root="translation")
+    assert info["frames"] == 1525 and info["preset"] == "mixamo" and info["unmapped"] == ["jaw", "left_eye_smplhf",
+                                                                                        "right_eye_smplhf"]
+    assert [t.name for t in target.animation_data.nla_tracks] == [info["track"]]
