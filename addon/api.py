@@ -336,3 +336,28 @@ def create_rig(name=None, with_face=True, *, context=None, model_file=None, pyth
     if face is not None:
         context.scene.sheg.face_mesh = face
     return armature, face
+
+
+def retarget_take(target=None, take=None, *, source=None, bone_map=None, root="in_place", face_mesh=None,
+                  name=None, context=None, **options) -> dict:
+    """Put a take of the SMPL-X armature (source, default the panel's) onto another armature (target, default the
+    Retarget panel's) as a new take; take: its name (default the newest). bone_map: {SMPL-X joint: bone} (default
+    the map kept on the target, else found by bone names); root: "in_place" or "translation". options: the key
+    options of import_take. Returns retarget.retarget_take's dict (unmapped_line says what is left out)."""
+    from . import retarget
+
+    context = context or bpy.context
+    settings = context.scene.sheg
+    source = source if source is not None else settings.armature
+    target = target if target is not None else context.scene.sheg_retarget.target
+    if source is None or target is None:
+        raise ValueError("no armature: pass source= (the SMPL-X rig with the take) and target= (the character)")
+    if take is None:
+        found = takes.list_takes(source)
+        if not found:
+            raise ValueError(f"'{source.name}' has no take; generate or import one first")
+        take = found[-1]["name"]
+    info = retarget.retarget_take(context, source, take, target, bone_map=bone_map, root=root,
+                                  face_mesh=face_mesh, name=name, **key_options(settings, options))
+    retarget.store_bone_map(target, info["bone_map"], info["preset"])
+    return info

@@ -4,7 +4,8 @@ The take is read from its action as it plays now (generated, imported or edited:
 rotations are transferred by core.retarget with the bone map of core.bonemap, and the result is written as a new take
 Action on a new NLA track of the target (takes.write_take_action), earlier actions kept. The bone map the user
 corrected is kept on the target armature (JSON in `sheg_bone_map`), so the next retarget and the panel use it.
-Rigify rigs are driven through their FK controls, so their arm and leg IK/FK switches are set to FK.
+Rigify rigs are driven through their FK controls, so their arm and leg IK/FK switches are set to FK and the neck and
+head set to follow the chest (bonemap.Preset.switches).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from .core import bonemap, channels, resample, retarget, smplx
 
 MAP_PROP = "sheg_bone_map"          # on the target armature: {"preset", "bones"} JSON of the map to use
 RETARGET_PROP = "sheg_retarget_of"  # on a retargeted take's action: the source take's action name
-_RIGIFY_FK_SWITCHES = ("upper_arm_parent", "thigh_parent")  # pose bones carrying Rigify's IK_FK property
 
 
 def _check_armature(obj, what: str) -> None:
@@ -35,7 +35,8 @@ def target_rig(armature) -> retarget.TargetRig:
     rest = np.array([np.array(b.matrix_local.to_3x3(), dtype=np.float64) for b in bones]).reshape(-1, 3, 3)
     heads = np.array([tuple(b.head_local) for b in bones], dtype=np.float64).reshape(-1, 3)
     parents = tuple(index[b.parent.name] if b.parent is not None else -1 for b in bones)
-    return retarget.TargetRig(names=tuple(index), parents=parents, rest=rest, heads=heads)
+    driven = tuple(len(armature.pose.bones[b.name].constraints) > 0 for b in bones)
+    return retarget.TargetRig(names=tuple(index), parents=parents, rest=rest, heads=heads, driven=driven)
 
 
 def stored_bone_map(armature) -> dict | None:
@@ -91,27 +92,29 @@ def source_rest_joints(source) -> np.ndarray:
     return joints
 
 
-def _use_rigify_fk(target) -> dict:
-    """Set Rigify's arm/leg IK_FK switches to FK (1.0); returns {bone: value before} of those changed."""
+def _set_switches(target, preset: str) -> dict:
+    """Set the preset's rig switches (Rigify: FK arms and legs, neck and head following the chest) on the target;
+    returns {(bone, property): value before} of those changed."""
     changed = {}
-    for base in _RIGIFY_FK_SWITCHES:
-        for side in (".L", ".R"):
-            bone = target.pose.bones.get(base + side)
-            if bone is not None and "IK_FK" in bone.keys() and bone["IK_FK"] != 1.0:
-                changed[bone.name] = bone["IK_FK"]
-                bone["IK_FK"] = 1.0
+    found = bonemap.PRESET_BY_NAME.get(preset)
+    for bone_name, prop, value in (found.switches if found else ()):
+        bone = target.pose.bones.get(bone_name)
+        if bone is not None and prop in bone.keys() and bone[prop] != value:
+            changed[(bone_name, prop)] = bone[prop]
+            bone[prop] = value
     return changed
 
 
 def retarget_take(context, source, take_name: str, target, *, bone_map: dict | None = None, root: str = "in_place",
                   face_mesh=None, name: str | None = None, keys: str = "dense", rotation_tolerance_deg: float = 1.0,
-                  location_tolerance: float = 0.001, shape_tolerance: float = 0.01) -> dict:
+                  location_tolerance: float = 0.001, shape_tolerance: float = 0.01, smoothing: float = 0.0) -> dict:
     """Write the take `take_name` of the SMPL-X armature `source` onto `target` as a new take (new Action, new NLA
     track, at the take's start frame). bone_map: SMPL-X joint -> target bone (default: find_bone_map). root:
     "in_place" (rotations only) or "translation" (the pelvis bone also follows the take's translation, scaled to the
-    target's pelvis height). face_mesh: a mesh whose Exp### or ARKit shape keys follow the take's face. Returns
+    target's pelvis height). face_mesh: a mesh whose Exp### or ARKit shape keys follow the take's face. keys,
+    tolerances and smoothing as takes.apply_take. Returns
     action, track, frames, start_frame, end_frame, joints, preset, bone_map, unmapped (joint names), unmapped_line
-    (one line for the user), keys, fcurves, fk_switched (Rigify bones set to FK). Nothing changes on failure."""
+    (one line for the user), keys, fcurves, switched (rig switches set, see bonemap.Preset.switches). Nothing changes on failure."""
     _check_armature(source, "source")
     _check_armature(target, "target")
     if target == source:
@@ -130,12 +133,14 @@ def retarget_take(context, source, take_name: str, target, *, bone_map: dict | N
                          f"or load a preset")
     keys_options = {"rotation_tolerance_deg": rotation_tolerance_deg, "location_tolerance": location_tolerance,
                     "shape_tolerance": shape_tolerance}
-    keywriter.check_key_options(keys, rotation_tolerance_deg, location_tolerance, shape_tolerance, 0.0)
+    keywriter.check_key_options(keys, rotation_tolerance_deg, location_tolerance, shape_tolerance, smoothing)
     take_action = takes._find_take_action(source, take_name)
     take = takes.take_from_action(context, source, take_name)
     start_frame = int(take_action.get("sheg_start_frame", context.scene.frame_current))
     generated = [smplx.JOINT_NAMES[j] for j in range(smplx.NUM_JOINTS) if take.generated_joints[j]]
-    plan = retarget.plan_retarget(bone_map, target_rig(target), source_rest_joints(source), joints=generated)
+    found = bonemap.PRESET_BY_NAME.get(preset)
+    plan = retarget.plan_retarget(bone_map, target_rig(target), source_rest_joints(source), joints=generated,
+                                  effective_parents=dict(found.effective_parents) if found else None)
     if root == "translation" and (plan.root_column < 0 or take.trans is None):
         raise ValueError("root 'translation' needs a mapped pelvis bone and a take with translation; "
                          "map the pelvis or keep the root in place")
@@ -154,12 +159,14 @@ def retarget_take(context, source, take_name: str, target, *, bone_map: dict | N
         path = channels.location_path(plan.bones[plan.root_column])
         out.bone_channels += [channels.Channel(path, axis, smplx.BODY_PART[smplx.PELVIS], loc[:, axis])
                               for axis in range(3)]
+    if smoothing > 0.0:
+        out.bone_channels = channels.smooth_channels(out.bone_channels, scene_fps, smoothing)
     key = None
     if face_mesh is not None:
         exp_keys, arkit_keys = takes._face_keys(face_mesh, take)
         face = channels.build_channels(take, bone_names={}, expression_keys=exp_keys, arkit_keys=arkit_keys,
                                        parts="face", target_fps=scene_fps, start_frame=start_frame)
-        out.shape_channels = face.shape_channels
+        out.shape_channels = channels.smooth_channels(face.shape_channels, scene_fps, smoothing)
         if out.shape_channels:
             key = face_mesh.data.shape_keys
             takes._check_editable(key, f"the shape keys of '{face_mesh.name}'")
@@ -176,16 +183,16 @@ def retarget_take(context, source, take_name: str, target, *, bone_map: dict | N
         action["sheg_expressions"] = len(out.shape_channels)
         action["sheg_start_frame"] = start_frame
         action["sheg_scene_fps"] = float(scene_fps)
-        takes._store_key_options(action, keys, keys_options, 0.0)
+        takes._store_key_options(action, keys, keys_options, smoothing)
 
-    fk_switched = _use_rigify_fk(target) if preset == "rigify" else {}
+    switched = _set_switches(target, preset)
     try:
         action, track, stats = takes.write_take_action(
             target, key, out, name=name or f"{take_action.name} on {target.name}", start_frame=start_frame,
             keys=keys, tolerances=keys_options, store=store)
     except BaseException:
-        for bone_name, value in fk_switched.items():
-            target.pose.bones[bone_name]["IK_FK"] = value
+        for (bone_name, prop), value in switched.items():
+            target.pose.bones[bone_name][prop] = value
         raise
     for bone in plan.bones:
         target.pose.bones[bone].rotation_mode = "QUATERNION"
@@ -194,4 +201,4 @@ def retarget_take(context, source, take_name: str, target, *, bone_map: dict | N
             "bone_map": dict(bone_map), "unmapped": plan.unmapped,
             "unmapped_line": bonemap.describe_unmapped(plan.unmapped), "keys": stats["keys"],
             "fcurves": len(out.bone_channels) + len(out.shape_channels), "expressions": len(out.shape_channels),
-            "fk_switched": sorted(fk_switched)}
+            "switched": sorted(f"{bone}[{prop}]" for bone, prop in switched)}

@@ -85,15 +85,24 @@ class Preset:
     label: str
     prefix: str        # regex of what may stand before the names (one prefix string for the whole rig)
     bones: dict        # SMPL-X joint -> bone name after the prefix
+    effective_parents: tuple = ()  # (bone, the bone it moves with) where the hierarchy goes through helpers
+    switches: tuple = ()  # (pose bone, custom property, value) the retarget sets so the mapped controls rule
 
 
 PRESETS = (
     # Rigify: a generated rig is driven through its FK controls (DEF-/ORG- bones follow them by constraints)
     Preset("rigify", "Rigify (generated rig controls)", "",
-           {**_rigify_names(("torso", "spine_fk.001", "spine_fk.002", "spine_fk.003", "neck", "head"),
+           {**_rigify_names(("torso", "tweak_spine.001", "spine_fk.002", "spine_fk.003", "neck", "head"),
                             {**_RIGIFY_LIMBS, "shoulder": "upper_arm_fk{s}", "elbow": "forearm_fk{s}",
                              "wrist": "hand_fk{s}", "hip": "thigh_fk{s}", "knee": "shin_fk{s}", "ankle": "foot_fk{s}",
-                             "foot": "toe_fk{s}", "eye_smplhf": "eye{s}", "jaw": "jaw_master"})}),
+                             "foot": "toe_fk{s}", "eye_smplhf": "eye{s}", "jaw": "jaw_master"})},
+           # the lower spine bends through its tweak control: keying spine_fk.001 would half-turn the hips (and legs)
+           # through MCH-spine; spine_fk.002 hangs under the torso through MCH-spine.002. FK arms and legs, neck
+           # and head following the chest.
+           effective_parents=(("spine_fk.002", "torso"),),
+           switches=(("upper_arm_parent.L", "IK_FK", 1.0), ("upper_arm_parent.R", "IK_FK", 1.0),
+                     ("thigh_parent.L", "IK_FK", 1.0), ("thigh_parent.R", "IK_FK", 1.0),
+                     ("torso", "neck_follow", 1.0), ("torso", "head_follow", 1.0))),
     Preset("rigify_metarig", "Rigify metarig / DEF- / ORG- bones", r"(?:DEF-|ORG-)?",
            _rigify_names(("spine", "spine.001", "spine.002", "spine.003", "spine.004", "spine.006"),
                          dict(_RIGIFY_LIMBS))),

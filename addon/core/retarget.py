@@ -7,15 +7,16 @@ The target is described by its bones' rest matrices B_b (armature space, Y along
 
 Transfer, per mapped bone b following joint j:
   * body frames: C turns SMPL-X axes (X left, Y up, Z front) into the target's armature axes, found from each rig's
-    rest (left = left minus right upper arm / hip, up = pelvis -> neck), so a Y-up FBX rig or a rotated object works;
+    rest (left = left minus right upper arm / hip, up = pelvis -> neck, each snapped to the nearest armature axis),
+    so a Y-up FBX rig or a rotated object works;
   * rest compensation: A_b is the smallest rotation taking the target bone's rest direction onto C d_j; at the
     source's rest the target is bent into the source's rest pose (a T-pose take on an A-pose rig lifts its arms);
   * world orientation W_b(t) = (C G_j(t) C^-1) A_b B_b: the target bone points where the source bone points, its
     roll turning with the source;
   * local pose quaternion L_b = B_b^-1 B_p W_p^-1 W_b, with p the nearest mapped ancestor of b in the target
-    hierarchy (bones between them stay at rest); a bone with no mapped ancestor (the root, or a rig control whose
-    parents are constraint-driven helpers) is taken relative to the mapped bone of its nearest mapped SMPL-X
-    ancestor, else to the armature (L_b = B_b^-1 W_b).
+    hierarchy (bones between them stay at rest); a bone with no mapped ancestor, or one reached only through
+    constraint-driven helpers (a rig control's mechanism bones), is taken relative to the mapped bone of its nearest
+    mapped SMPL-X ancestor (or the preset's `effective_parents` bone), else to the armature (L_b = B_b^-1 W_b).
 """
 
 from __future__ import annotations
@@ -39,11 +40,12 @@ _END_DIRECTION = {"head": (0.0, 1.0, 0.0), "jaw": (0.0, 0.0, 1.0), "left_eye_smp
 @dataclass
 class TargetRig:
     """A target armature's rest, armature space: names, parents (index, -1 none), rest (B, 3, 3) rotations with
-    columns X, Y (along the bone), Z, heads (B, 3)."""
+    columns X, Y (along the bone), Z, heads (B, 3); driven: bones that constraints move (not rigid children)."""
     names: tuple
     parents: tuple
     rest: np.ndarray
     heads: np.ndarray
+    driven: tuple = ()
 
 
 @dataclass
@@ -64,10 +66,23 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(n, 1e-12)
 
 
+def _snap(v: np.ndarray, exclude: int = -1) -> tuple:
+    """The signed coordinate axis nearest to v (other than axis `exclude`): (unit vector, axis index)."""
+    weights = np.abs(v).astype(np.float64)
+    if exclude >= 0:
+        weights[exclude] = -1.0
+    axis = int(np.argmax(weights))
+    out = np.zeros(3)
+    out[axis] = np.sign(v[axis]) or 1.0
+    return out, axis
+
+
 def _body_axes(left: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """(3, 3) columns left, up, front (right-handed) from a left vector and a rough up vector."""
-    x = _unit(left)
-    y = _unit(up - np.dot(up, x) * x)
+    """(3, 3) columns left, up, front (right-handed) from a left vector and a rough up vector, each snapped to the
+    nearest armature axis: rigs are modelled upright along their armature's axes, and a leaning spine or uneven
+    shoulders must not tilt the whole take."""
+    x, axis = _snap(left)
+    y, _ = _snap(up, exclude=axis)
     return np.stack([x, y, np.cross(x, y)], axis=1)
 
 
@@ -128,10 +143,11 @@ def _matrix_quats(m: np.ndarray) -> np.ndarray:
 
 
 def plan_retarget(bone_map: dict, target: TargetRig, source_rest_joints: np.ndarray = smplx.STANDIN_REST_JOINTS,
-                  joints=None) -> RetargetPlan:
+                  joints=None, effective_parents: dict | None = None) -> RetargetPlan:
     """The constant part of a retarget. bone_map: SMPL-X joint -> target bone name (checked by the caller);
     source_rest_joints: (55, 3) SMPL-X rest joints of the source rig; joints: the SMPL-X joints to transfer (names;
-    default every mapped one). Joints asked for but not mapped are listed in plan.unmapped."""
+    default every mapped one); effective_parents: bone -> the mapped bone it moves with (for controls whose
+    hierarchy says otherwise). Joints asked for but not mapped are listed in plan.unmapped."""
     index = {n: i for i, n in enumerate(target.names)}
     wanted = list(smplx.JOINT_NAMES) if joints is None else [j for j in smplx.JOINT_NAMES if j in set(joints)]
     used = [j for j in wanted if j in bone_map]
@@ -150,7 +166,10 @@ def plan_retarget(bone_map: dict, target: TargetRig, source_rest_joints: np.ndar
         along = rest[b][:, 1]
         a_q = _arrow_quat(_unit(along), src_dirs[smplx.JOINT_INDEX[j]])
         world_offset.append(quaternions.quat_multiply(a_q, rest_q[b]))
-        p = _mapped_ancestor(b, target.parents, column_of_bone)
+        p = _mapped_ancestor(b, target.parents, column_of_bone, target.driven)
+        override = (effective_parents or {}).get(bone_map[j])
+        if override in index and index[override] in column_of_bone:
+            p = index[override]
         if p < 0:  # no mapped bone above it in the hierarchy: follow the SMPL-X parent's bone
             p = _mapped_smplx_ancestor(j, bone_of)
         if p < 0:
@@ -170,9 +189,12 @@ def plan_retarget(bone_map: dict, target: TargetRig, source_rest_joints: np.ndar
     return plan
 
 
-def _mapped_ancestor(b: int, parents, column_of_bone: dict) -> int:
+def _mapped_ancestor(b: int, parents, column_of_bone: dict, driven=()) -> int:
+    """Nearest mapped ancestor reached through rigid (undriven) bones; -1 when none."""
     p = parents[b]
     while p >= 0 and p not in column_of_bone:
+        if driven and driven[p]:
+            return -1
         p = parents[p]
     return p
 

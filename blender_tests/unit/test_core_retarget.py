@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "addon"))
-from core import bonemap, quaternions as Q, retarget, smplx  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from core import bonemap, retarget, smplx  # noqa: E402
+from retarget_rigs import a_pose_joints as _a_pose_joints, rotation as _rodrigues  # noqa: E402
 
 MIXAMO = {"pelvis": "Hips", "spine1": "Spine", "spine2": "Spine1", "spine3": "Spine2", "neck": "Neck",
           "head": "Head", "left_collar": "LeftShoulder", "left_shoulder": "LeftArm", "left_elbow": "LeftForeArm",
@@ -23,29 +25,11 @@ MIXAMO = {"pelvis": "Hips", "spine1": "Spine", "spine2": "Spine1", "spine3": "Sp
           "left_middle2": "LeftHandMiddle2", "right_middle1": "RightHandMiddle1"}
 
 
-def _rodrigues(axis, angle):
-    k = np.asarray(axis, float) / np.linalg.norm(axis)
-    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
-
-
 def _quat_matrix(q):
     w, x, y, z = np.moveaxis(q, -1, 0)
     return np.stack([np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
                      np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
                      np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1)], -2)
-
-
-def _a_pose_joints(degrees=45.0):
-    """Stand-in joints with both arms lowered by `degrees` about the front axis at the shoulder (SMPL-X axes)."""
-    joints = smplx.STANDIN_REST_JOINTS.copy()
-    for side, sign in (("left", -1.0), ("right", 1.0)):
-        pivot = joints[smplx.JOINT_INDEX[f"{side}_shoulder"]]
-        turn = _rodrigues((0, 0, 1), sign * np.radians(degrees))
-        arm = [j for j, n in enumerate(smplx.JOINT_NAMES) if n.startswith(side) and
-               any(p in n for p in ("elbow", "wrist", "index", "middle", "ring", "pinky", "thumb"))]
-        joints[arm] = (joints[arm] - pivot) @ turn.T + pivot
-    return joints
 
 
 def _target(axes, prefix="mixamorig:", seed=0):
@@ -163,7 +147,7 @@ def test_root_translation_follows_the_take_scaled_to_the_rig():
 
 
 PRESET_RIGS = {
-    "rigify": ["root", "torso", "hips", "chest", "spine_fk", "spine_fk.001", "spine_fk.002", "spine_fk.003", "neck",
+    "rigify": ["root", "torso", "hips", "chest", "spine_fk", "spine_fk.001", "tweak_spine.001", "spine_fk.002", "spine_fk.003", "neck",
                "head", "shoulder.L", "shoulder.R", "upper_arm_fk.L", "upper_arm_fk.R", "forearm_fk.L", "forearm_fk.R",
                "hand_fk.L", "hand_fk.R", "DEF-spine", "DEF-spine.001", "ORG-spine", "DEF-upper_arm.L"],
     "rigify_metarig": ["spine", "spine.001", "spine.002", "spine.003", "spine.004", "spine.005", "spine.006",
