@@ -241,3 +241,19 @@ def test_format_table():
     assert lines[2] == "| GT | 0.7891 | 28.71 | 3 |  |"
     assert lines[3] == "| gen\\|1 | n/a |  |  | 1.000e-06 |"
     assert metrics.format_table([]) == ""
+
+
+def test_jaw_silence_ratio_sees_a_mouth_that_stays_open_in_a_pause():
+    sr, fps = 16000, 30.0
+    t = np.arange(6 * sr) / sr
+    wave = (0.3 * np.sin(2 * np.pi * 200 * t) * (np.sin(2 * np.pi * 4 * t) > -0.5)).astype(np.float32)
+    wave[2 * sr:4 * sr] = 0.0  # a 2 s pause inside speech
+    frames = 180
+    silent = metrics.silent_frames(wave, sr, fps, frames)
+    assert silent[66:114].all() and not silent[:55].any() and not silent[125:].any()
+    poses = np.zeros((frames, 165))
+    poses[:, 66] = 0.2  # jaw x: open all the time
+    assert metrics.jaw_silence_ratio(poses, wave, sr, fps) == pytest.approx(1.0)
+    poses[silent, 66] = 0.01  # closes in the pause
+    assert metrics.jaw_silence_ratio(poses, wave, sr, fps) == pytest.approx(0.05)
+    assert np.isnan(metrics.jaw_silence_ratio(poses, wave[:2 * sr], sr, fps))  # no pause: no figure
