@@ -51,26 +51,12 @@ def generate_problem(context) -> str | None:
             or api.backend_problem(context))
 
 
-class SHEG_OT_generate(bpy.types.Operator):
-    bl_idname = "sheg.generate"
-    bl_label = "Generate"
-    bl_description = "Generate gestures and expression for the sound strip (Esc cancels)"
-    bl_options = {"REGISTER", "UNDO"}
-
-    @classmethod
-    def poll(cls, context):
-        return _poll_with_reason(cls, generate_problem(context))
+class _GenerationOperator:
+    """What Generate and Regenerate share: run a GenerationJob (`_job`) blocking in execute, modal with progress and
+    Esc in invoke. A plain mixin: Blender forbids subclassing a registered operator class."""
 
     def _job(self, context) -> api.GenerationJob:
-        settings = context.scene.sheg
-        from_file = settings.audio_source == "FILE"
-        return api.GenerationJob(
-            strip=None if from_file else strip_audio.find_sound_strip(context.scene, settings.strip_name),
-            audio_path=settings.audio_file if from_file else None, armature=settings.armature,
-            face_mesh=settings.face_mesh, model=settings.model_path(), seed=settings.seed,
-            steps=settings.step_count(), guidance=settings.guidance if settings.use_guidance else None,
-            style=settings.style if settings.use_style else None, parts=settings.parts.lower(),
-            key_options=settings.key_options())
+        raise NotImplementedError
 
     def _report_done(self, context, info: dict) -> None:
         message = (f"Take '{info['name']}': {info['frames']} frames from frame {info['start_frame']}, "
@@ -169,7 +155,29 @@ class SHEG_OT_generate(bpy.types.Operator):
         _redraw(context)
 
 
-class SHEG_OT_regenerate(SHEG_OT_generate):
+class SHEG_OT_generate(_GenerationOperator, bpy.types.Operator):
+    bl_idname = "sheg.generate"
+    bl_label = "Generate"
+    bl_description = "Generate gestures and expression for the sound strip (Esc cancels)"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return _poll_with_reason(cls, generate_problem(context))
+
+    def _job(self, context) -> api.GenerationJob:
+        settings = context.scene.sheg
+        from_file = settings.audio_source == "FILE"
+        return api.GenerationJob(
+            strip=None if from_file else strip_audio.find_sound_strip(context.scene, settings.strip_name),
+            audio_path=settings.audio_file if from_file else None, armature=settings.armature,
+            face_mesh=settings.face_mesh, model=settings.model_path(), seed=settings.seed,
+            steps=settings.step_count(), guidance=settings.guidance if settings.use_guidance else None,
+            style=settings.style if settings.use_style else None, parts=settings.parts.lower(),
+            key_options=settings.key_options())
+
+
+class SHEG_OT_regenerate(_GenerationOperator, bpy.types.Operator):
     bl_idname = "sheg.regenerate_take"
     bl_label = "Regenerate"
     bl_description = ("A new take with the same audio that keeps the locked frames and parts of this take exactly "
