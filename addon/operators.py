@@ -52,11 +52,8 @@ def generate_problem(context) -> str | None:
 
 
 class _GenerationOperator:
-    """What Generate and Regenerate share: run a GenerationJob (`_job`) blocking in execute, modal with progress and
-    Esc in invoke. A plain mixin: Blender forbids subclassing a registered operator class."""
-
-    def _job(self, context) -> api.GenerationJob:
-        raise NotImplementedError
+    """Run a generation job: blocking in background mode, modal with a timer otherwise. Subclasses give _job.
+    A mixin, not an Operator: Blender loses a registered operator's Python class when another one subclasses it."""
 
     def _report_done(self, context, info: dict) -> None:
         message = (f"Take '{info['name']}': {info['frames']} frames from frame {info['start_frame']}, "

@@ -51,7 +51,7 @@ class SHEG_SceneSettings(bpy.types.PropertyGroup):
     steps: IntProperty(name="Steps", default=25, min=1, max=1000, description="DDIM denoising steps")
     use_guidance: BoolProperty(name="Guidance", default=False,
                                description="Override the model's classifier-free guidance scale")
-    guidance: FloatProperty(name="Guidance", default=1.0, min=0.0, soft_max=5.0,
+    guidance: FloatProperty(name="Guidance", default=1.0, min=0.0, max=10.0, soft_max=5.0,
                             description="Classifier-free guidance scale (1 = off)")
     use_style: BoolProperty(name="Style", default=False, description="Override the model's default speaker style")
     style: IntProperty(name="Style", default=0, min=0, description="Speaker/style index of the model")

@@ -138,7 +138,29 @@ def apply_take(context, take: takefile.Take, *, armature, face_mesh=None, start_
     if key is not None:
         _check_editable(key, f"the shape keys of '{face_mesh.name}'")
 
-    action = bpy.data.actions.new(name or "Take")
+    def store(action):
+        _store_properties(action, take, plan, parts=parts, start_frame=int(start_frame), target_fps=target_fps,
+                          face_used=key is not None)
+        _store_key_options(action, keys, tolerances, smoothing)
+
+    action, track, stats = write_take_action(armature, key, plan, name=name or "Take", start_frame=start_frame,
+                                             keys=keys, tolerances=tolerances, store=store)
+    for joint in plan.joints:
+        armature.pose.bones[bone_names[joint]].rotation_mode = "QUATERNION"
+    return {
+        "action": action.name, "track": track.name, "frames": len(plan.frames), "start_frame": int(start_frame),
+        "end_frame": int(start_frame) + len(plan.frames) - 1, "joints": len(plan.joints),
+        "expressions": plan.expression_count, "fcurves": len(plan.bone_channels) + len(plan.shape_channels),
+        "keys_mode": keys, **stats, "missing_joints": plan.missing_joints, "scene_fps": target_fps,
+        "take_fps": take.fps,
+    }
+
+
+def write_take_action(armature, key, plan, *, name: str, start_frame: int, keys: str, tolerances: dict, store):
+    """A new Action with the plan's bone channels (OBJECT slot of `armature`) and shape channels (KEY slot of `key`,
+    when not None), pushed to a new NLA track on each; store(action) sets its custom properties. Nothing is left
+    behind on failure. Returns (action, armature track, merged keywriter stats)."""
+    action = bpy.data.actions.new(name)
     pushed = []  # (owner, track, created animation data)
     try:
         layer = action.layers.new("Layer")
@@ -151,30 +173,20 @@ def apply_take(context, take: takefile.Take, *, armature, face_mesh=None, start_
             key_slot = action.slots.new(id_type="KEY", name=key.name)
             stats.append(_write_fcurves(strip.channelbag(key_slot, ensure=True), plan.frames, plan.shape_channels,
                                         keys, tolerances))
-        _store_properties(action, take, plan, parts=parts, start_frame=int(start_frame), target_fps=target_fps,
-                          face_used=key is not None)
-        _store_key_options(action, keys, tolerances, smoothing)
+        store(action)
         track, created = _push_to_nla(armature, action, arm_slot, start_frame)
         pushed.append((armature, track, created))
         if key is not None:
             track_key, created = _push_to_nla(key, action, key_slot, start_frame)
             pushed.append((key, track_key, created))
-        for joint in plan.joints:
-            armature.pose.bones[bone_names[joint]].rotation_mode = "QUATERNION"
     except BaseException:
-        for owner, track, created in reversed(pushed):
-            owner.animation_data.nla_tracks.remove(track)
+        for owner, pushed_track, created in reversed(pushed):
+            owner.animation_data.nla_tracks.remove(pushed_track)
             if created:
                 owner.animation_data_clear()
         bpy.data.actions.remove(action)
         raise
-    return {
-        "action": action.name, "track": track.name, "frames": len(plan.frames), "start_frame": int(start_frame),
-        "end_frame": int(start_frame) + len(plan.frames) - 1, "joints": len(plan.joints),
-        "expressions": plan.expression_count, "fcurves": len(plan.bone_channels) + len(plan.shape_channels),
-        "keys_mode": keys, **_merge_stats(stats), "missing_joints": plan.missing_joints, "scene_fps": target_fps,
-        "take_fps": take.fps,
-    }
+    return action, track, _merge_stats(stats)
 
 
 def _store_key_options(action, keys: str, tolerances: dict, smoothing: float) -> None:
@@ -379,6 +391,14 @@ def take_scene_frames(context, action) -> tuple:
 def export_take(context, armature, take_name: str, filepath: str) -> dict:
     """Write a take .npz from its action, sampling the F-curves at the take's own frames (so artists' edits are
     exported). Joints whose rotation curves exist are marked generated; others are at rest."""
+    take = take_from_action(context, armature, take_name)
+    takefile.write_take(filepath, take)
+    return {"path": filepath, "frames": take.frames, "fps": take.fps, "joints": int(take.generated_joints.sum()),
+            "expressions": 0 if take.expressions is None else int(np.any(take.expressions != 0, axis=0).sum())}
+
+
+def take_from_action(context, armature, take_name: str) -> takefile.Take:
+    """The take as its action plays now (edits included), at the take's own frames (see export_take)."""
     action = _find_take_action(armature, take_name)
     fps, frames, sample_at = take_scene_frames(context, action)
     bone_names = rig.find_smplx_bones(armature)
@@ -411,12 +431,10 @@ def export_take(context, armature, take_name: str, filepath: str) -> dict:
     loc = np.stack([location.get(i, np.zeros(frames)) for i in range(3)], axis=1) if location else None
     seed = action.get("sheg_seed")
     betas = action.get("sheg_betas")
-    take = channels.take_from_channels(
+    return channels.take_from_channels(
         fps=fps, frames=frames, rotations=quats, location=loc, expressions=expressions, arkit=arkit,
         bone_frames=rig.bone_frames(armature, bone_names), trans_origin=action.get("sheg_trans_origin"),
         model_id=str(action.get("sheg_model_id", "")), seed=None if seed is None else int(seed),
         audio_file=str(action.get("sheg_audio_file", "")), audio_sha256=str(action.get("sheg_audio_sha256", "")),
         gender=str(action.get("sheg_gender", "neutral")),
         betas=None if betas is None else np.array(list(betas), dtype=np.float32))
-    takefile.write_take(filepath, take)
-    return {"path": filepath, "frames": frames, "fps": fps, "joints": len(quats), "expressions": len(expressions)}

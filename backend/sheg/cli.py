@@ -11,7 +11,8 @@ import os
 import sys
 
 from sheg.version import __version__
-from sheg.errors import ShegError
+from sheg.errors import ShegError, os_error_line
+from sheg.io.take import check_writable
 
 EXIT_USAGE = 2
 
@@ -49,19 +50,25 @@ def _add_generate(sub) -> None:
 
 def _outputs_for(audio: list[str], out: str) -> list[str]:
     if len(audio) == 1 and out.lower().endswith(".npz"):
+        check_writable(out)
         return [out]
     if os.path.exists(out) and not os.path.isdir(out):
         raise ShegError(f"{out} exists and is not a folder: with several audio files, -o must be a folder")
     names = [os.path.splitext(os.path.basename(a))[0] + ".npz" for a in audio]
     if len(set(names)) != len(names):
         raise ShegError("two audio files have the same name: generate them into different folders")
-    return [os.path.join(out, n) for n in names]
+    outputs = [os.path.join(out, n) for n in names]
+    for path in outputs:
+        check_writable(path)
+    return outputs
 
 
 def cmd_generate(args) -> int:
     from sheg.inference.load import load_model
 
     for path in args.audio:  # fail before loading anything
+        if os.path.isdir(path):
+            raise ShegError(f"{path} is a folder, not an audio file: name the files inside it")
         if not os.path.isfile(path):
             raise ShegError(f"audio file not found: {path}")
     outputs = _outputs_for(args.audio, args.out)
@@ -206,8 +213,15 @@ def cmd_make_test_model(args) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (not the usage block first), like every other sheg error."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"sheg: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sheg", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="sheg", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"sheg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_generate(sub)
@@ -250,9 +264,19 @@ def main(argv=None) -> int:
     except ShegError as exc:
         print(f"sheg: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:
+        print(f"sheg: error: {os_error_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("sheg: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not bad input: still one line; the traceback on request
+        if os.environ.get("SHEG_DEBUG"):
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"sheg: error: internal error ({type(exc).__name__}: {first}); please report it with the output of "
+              f"SHEG_DEBUG=1 sheg {args.command} ...", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -84,8 +84,8 @@ def test_windows_have_the_right_shapes_stride_and_exclude_the_holdout(tmp_path):
         assert starts.max() + 32 <= stop
     val_starts = data.val.index[:, 1]
     assert len(data.val) > 0 and val_starts.min() >= 75
-    vec, mel, hub = data.train.gather([0, 1, len(data.train) - 1])
-    assert vec.shape == (3, 32, SHOW.dim) and mel.shape == (3, 32, 128) and hub is None
+    vec, mel, hub, known = data.train.gather([0, 1, len(data.train) - 1])
+    assert vec.shape == (3, 32, SHOW.dim) and mel.shape == (3, 32, 128) and hub is None and known is None
     assert vec.dtype == np.float32 and mel.dtype == np.float32
     # statistics are those of the training frames only
     raw = np.concatenate([show_vector_from_take(*_arrays(tmp_path / f"{n}.npz"))[:stop]

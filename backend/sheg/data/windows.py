@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sheg.data.audio import AudioFeatureSpec, load_audio, mel_features, num_motion_frames
+from sheg.data.show_fits import SHOW_FPS, read_show_fit
 from sheg.errors import BadInput
-from sheg.motion.layouts import NUM_EXPRESSIONS, SHOW, Layout, show_vector_from_take
+from sheg.motion.layouts import NUM_EXPRESSIONS, NUM_SMPLX_JOINTS, SHOW, Layout, show_known_channels, show_vector_from_take
 from sheg.motion.skeleton import mirror_poses
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -43,6 +44,7 @@ class Take:
     mel: np.ndarray
     hubert: np.ndarray | None = None
     fingerprint: str = ""
+    known: np.ndarray | None = None  # (D,) bool: the vector values the file holds (None: all); training masks the rest
 
     @property
     def frames(self) -> int:
@@ -60,14 +62,20 @@ class WindowSet:
     def __len__(self) -> int:
         return len(self.index)
 
-    def gather(self, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Stack windows `rows` -> vectors (B, N, D), mel (B, N, A), hubert (B, N, H) or None (copies)."""
+    def gather(self, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Stack windows `rows` -> vectors (B, N, D), mel (B, N, A), hubert (B, N, H) or None, and the known
+        values (B, 1, D) float32 1/0, or None when every take holds all of them (copies)."""
         n = self.window
         picks = [(self.takes[k], s) for k, s in self.index[np.asarray(rows, dtype=np.int64)]]
         vec = np.stack([t.vectors[s:s + n] for t, s in picks])
         mel = np.stack([t.mel[s:s + n] for t, s in picks])
         hub = None if picks[0][0].hubert is None else np.stack([t.hubert[s:s + n] for t, s in picks])
-        return vec, mel, hub
+        known = None
+        if any(t.known is not None for t, _ in picks):
+            dim = vec.shape[-1]
+            known = np.stack([np.ones(dim, np.float32) if t.known is None else t.known.astype(np.float32)
+                              for t, _ in picks])[:, None, :]
+        return vec, mel, hub, known
 
 
 @dataclass
@@ -93,24 +101,30 @@ def _audio_for(npz_path: str) -> str | None:
     return None
 
 
+MOTION_EXTENSIONS = (".npz", ".pkl")  # SMPL-X take files; SHOW/TalkSHOW fits (data.show_fits)
+
+
 def find_takes(paths) -> list[tuple[str, str]]:
-    """(npz, audio) pairs from files and folders (folders: every .npz inside, sorted, recursively)."""
+    """(motion file, audio) pairs from files and folders (folders: every .npz and SHOW .pkl inside, sorted,
+    recursively)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     pairs = []
     for path in map(os.fspath, paths):
         if os.path.isdir(path):
-            found = sorted(glob.glob(os.path.join(path, "**", "*.npz"), recursive=True))
+            found = sorted(f for ext in MOTION_EXTENSIONS
+                           for f in glob.glob(os.path.join(path, "**", "*" + ext), recursive=True))
             if not found:
-                raise BadInput(f"no .npz takes in folder {path}")
+                raise BadInput(f"no takes in folder {path}: expected .npz takes or SHOW .pkl fits with their audio")
             missing = [f for f in found if _audio_for(f) is None]
             if missing:
                 raise BadInput(f"{len(missing)} take(s) in {path} have no audio next to them (e.g. {missing[0]}): "
-                               f"put a same-named .wav beside each .npz")
+                               f"put a same-named .wav beside each take")
             pairs += [(f, _audio_for(f)) for f in found]
         elif os.path.isfile(path):
-            if not path.lower().endswith(".npz"):
-                raise BadInput(f"{path} is not a take: pass .npz files (with a same-named .wav) or folders of them")
+            if not path.lower().endswith(MOTION_EXTENSIONS):
+                raise BadInput(f"{path} is not a take: pass .npz takes or SHOW .pkl fits (with a same-named .wav) "
+                               f"or folders of them")
             audio = _audio_for(path)
             if audio is None:
                 raise BadInput(f"take {path} has no audio: put {os.path.splitext(path)[0]}.wav beside it")
@@ -133,8 +147,27 @@ def _file_fingerprint(*paths: str) -> str:
     return h.hexdigest()[:16]
 
 
-def read_motion(npz_path: str) -> tuple[np.ndarray, np.ndarray, float]:
-    """poses (T, 165) float64, expressions (T, 100) float64, fps of a take file."""
+@dataclass
+class Motion:
+    """A motion file as training and evaluation read it: poses (T, 165) and expressions (T, 100) float64 at `fps`;
+    `known_joints` (55,) marks the joints the file really holds (a SHOW fit has no usable hands)."""
+
+    poses: np.ndarray
+    expressions: np.ndarray
+    fps: float
+    known_joints: np.ndarray
+
+
+def read_motion(path: str) -> Motion:
+    """A take file (.npz: BEAT2 / AMASS / SHEG keys) or a SHOW fit (.pkl, see show_fits)."""
+    if path.lower().endswith(".pkl"):
+        poses, expressions, known = read_show_fit(path)
+        return Motion(poses, expressions, SHOW_FPS, known)
+    poses, expr, fps = _read_npz_motion(path)
+    return Motion(poses, expr, fps, np.ones(NUM_SMPLX_JOINTS, bool))
+
+
+def _read_npz_motion(npz_path: str) -> tuple[np.ndarray, np.ndarray, float]:
     try:
         with np.load(npz_path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
@@ -233,8 +266,9 @@ def load_takes(npz_path: str, audio_path: str, spec: AudioFeatureSpec, fps: floa
         raise BadInput(f"training from SMPL-X takes needs the SHOW layout; layout '{layout.name}' is not supported")
     if abs(spec.fps - fps) > 1e-6:
         raise BadInput(f"the audio recipe gives {spec.fps:g} frames/s but the model runs at {fps:g} fps")
-    poses, expr, fps_in = read_motion(npz_path)
-    poses, expr = resample_motion(poses, expr, fps_in, fps)
+    motion = read_motion(npz_path)
+    poses, expr = resample_motion(motion.poses, motion.expressions, motion.fps, fps)
+    known = None if motion.known_joints.all() else show_known_channels(motion.known_joints)
     wave = load_audio(audio_path, spec.sample_rate)
     audio_frames = num_motion_frames(len(wave), spec.hop_length)
     frames = min(len(poses), audio_frames)
@@ -252,11 +286,14 @@ def load_takes(npz_path: str, audio_path: str, spec: AudioFeatureSpec, fps: floa
 
         wave_h = load_audio(audio_path, hubert_rate)
         hub = hubert_features(wave_h, frames, hubert_model, device)
-    take = Take(name=name, vectors=vectors, mel=mel, hubert=hub, fingerprint=_file_fingerprint(npz_path, audio_path))
+    take = Take(name=name, vectors=vectors, mel=mel, hubert=hub, fingerprint=_file_fingerprint(npz_path, audio_path),
+                known=known)
     if not mirror:
         return [take]
+    # The known joints of every source read here are left/right symmetric (all, or all but both hands).
     mirrored = show_vector_from_take(mirror_poses(poses[:frames]), expr[:frames]).astype(np.float32)
-    return [take, Take(name=f"{name}~mirrored", vectors=mirrored, mel=mel, hubert=hub, fingerprint=take.fingerprint)]
+    return [take, Take(name=f"{name}~mirrored", vectors=mirrored, mel=mel, hubert=hub, fingerprint=take.fingerprint,
+                       known=known)]
 
 
 def split_frames(frames: int, fps: float, holdout_seconds: float) -> int:
@@ -284,8 +321,14 @@ def compute_stats(takes: list, train_stops: list, std_floor: float = STD_FLOOR) 
     frames = np.concatenate([t.vectors[:stop] for t, stop in zip(takes, train_stops)], axis=0).astype(np.float64)
     if len(frames) == 0:
         raise BadInput("no training frames left after the hold-out: use shorter --holdout-seconds or more data")
-    mean = frames.mean(axis=0)
-    std = np.maximum(frames.std(axis=0), std_floor)
+    known = np.concatenate([np.broadcast_to(np.ones(frames.shape[1], bool) if t.known is None else t.known,
+                                            (stop, frames.shape[1])) for t, stop in zip(takes, train_stops)])
+    count = known.sum(axis=0)
+    # Values no take holds (hands, when only SHOW fits are given) get mean 0, std 1: never trained, never sampled
+    # from data, they stay at the model's normalised origin.
+    mean = np.where(count > 0, (frames * known).sum(axis=0) / np.maximum(count, 1), 0.0)
+    var = np.where(count > 0, (((frames - mean) * known) ** 2).sum(axis=0) / np.maximum(count, 1), 1.0)
+    std = np.maximum(np.sqrt(var), std_floor)
     return mean.astype(np.float32), std.astype(np.float32)
 
 

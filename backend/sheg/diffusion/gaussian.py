@@ -185,9 +185,10 @@ class LossWeights:
     huber_x0: float = 100.0  # Huber (smooth L1 at scale 0.1) between x̂0 and x0
 
 
-def _huber(pred: torch.Tensor, target: torch.Tensor, scale: float = 0.1) -> torch.Tensor:
-    """smooth_l1(pred/scale, target/scale) * scale, mean over all elements (quadratic below |d| = scale)."""
-    return F.smooth_l1_loss(pred / scale, target / scale) * scale
+def _huber_values(pred: torch.Tensor, target: torch.Tensor, scale: float = 0.1) -> torch.Tensor:
+    """smooth_l1(pred/scale, target/scale) * scale per element (quadratic below |d| = scale); its mean is the
+    official Huber term."""
+    return F.smooth_l1_loss(pred / scale, target / scale, reduction="none") * scale
 
 
 def diffusion_loss(
@@ -199,6 +200,7 @@ def diffusion_loss(
     weights: LossWeights = LossWeights(),
     generator: torch.Generator | None = None,
     frame_weight: torch.Tensor | None = None,
+    known: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The official DiffSHEG training loss for an eps-predicting denoiser.
 
@@ -211,6 +213,8 @@ def diffusion_loss(
         t: optional LongTensor (B,); noise: optional (B, T, D).
         frame_weight: optional (B, T) multiplier applied to both x̂0 and x0 inside the Huber term (BEAT uses the
             per-frame semantic relevance score + 1).
+        known: optional 1/0 weights broadcastable to x0 (e.g. (B, 1, D)): values a training file does not hold
+            (a SHOW fit's hands) are left out of every term, each term averaging over the known values only.
     Returns:
         dict of scalar tensors: `loss` (weighted sum, differentiable) and the unweighted terms `eps_mse`,
         `velocity`, `huber`.
@@ -228,16 +232,19 @@ def diffusion_loss(
     eps_pred = denoise_fn(x_t, t)
     if eps_pred.shape != x0.shape:
         raise BadInput(f"denoiser returned shape {tuple(eps_pred.shape)}, expected {tuple(x0.shape)}")
-    eps_mse = F.mse_loss(eps_pred, noise)
+    weight = None if known is None else torch.broadcast_to(known.to(x0), x0.shape)
+
+    def mean(values: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+        return values.mean() if w is None else (values * w).sum() / w.sum().clamp_min(1.0)
+
+    eps_mse = mean((eps_pred - noise) ** 2, weight)
     x0_pred = schedule.predict_x0(x_t, t, eps_pred)
     if x0.shape[1] > 1:
-        velocity = F.mse_loss(x0_pred[:, 1:] - x0_pred[:, :-1], x0[:, 1:] - x0[:, :-1])
+        velocity = mean(((x0_pred[:, 1:] - x0_pred[:, :-1]) - (x0[:, 1:] - x0[:, :-1])) ** 2,
+                        None if weight is None else weight[:, 1:])
     else:  # a single frame has no velocity; keep the term defined (zero) rather than NaN
         velocity = x0_pred.sum() * 0.0
-    if frame_weight is not None:
-        scale = frame_weight.to(x0).reshape(batch, -1, 1)
-        huber = _huber(x0_pred * scale, x0 * scale)
-    else:
-        huber = _huber(x0_pred, x0)
+    scale = 1.0 if frame_weight is None else frame_weight.to(x0).reshape(batch, -1, 1)
+    huber = mean(_huber_values(x0_pred * scale, x0 * scale), weight)
     loss = weights.eps * eps_mse + weights.velocity * velocity + weights.huber_x0 * huber
     return {"loss": loss, "eps_mse": eps_mse, "velocity": velocity, "huber": huber}

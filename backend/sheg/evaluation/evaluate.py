@@ -5,6 +5,10 @@ Rows: one per seed, their mean (with the diversity across seeds), the same motio
 with --reference — the ground-truth take. Positions come from forward kinematics on the stand-in skeleton
 (sheg.motion.skeleton) with translation zeroed; the reference is restricted to the joints the model generates (the others
 at rest), so both sides are scored on the same body parts. See sheg.evaluation.metrics for the definitions.
+
+With --clips FOLDER the same is done for every clip of a set (a take or SHOW fit with its audio), the mismatched
+audio of each clip being the other clips' audio, and the rows are the per-clip means and the means over the set:
+how a model is judged on speakers it never heard. "BC gap" = BC - BC mismatched audio.
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ def _score(poses: np.ndarray, fps: float, wave: np.ndarray, other_waves: list, m
         seam = metrics.seam_jerk(positions, fps, seams)
         row["seam/within jerk"] = seam["seam_ratio"]
     row["jaw-RMS corr"] = metrics.jaw_energy_correlation(poses, wave, METRIC_SR, fps)
+    row["speed mean (m/s)"] = float(metrics.joint_speeds(positions, fps)[:, list(metrics.UPPER_BODY_JOINTS)].mean())
+    if "BC" in row:
+        row["BC gap"] = row["BC"] - row["BC mismatched audio"]  # > 0: the rhythm follows this speech, not any speech
     return row
 
 
@@ -103,11 +110,18 @@ def evaluate(model, audio: str, *, seeds=(0, 1, 2), reference: str | None = None
         other_label = "same audio rotated by half"
     fps = model.fps
 
+    # Joints the reference does not hold (a SHOW fit's hands) are left out of every row, the generated ones too.
+    ref = read_motion(reference) if reference is not None else None
+    scored = np.ones(55, bool) if ref is None else ref.known_joints
+    if not scored.all():
+        log(f"scoring without the {int((~scored).sum())} joints the reference does not hold (hands)")
     rows, samples, mask = [], [], None
     for seed in seeds:
         log(f"generating seed {seed} ...")
         take = model.generate((model_wave, model_rate), seed=int(seed), steps=steps)
-        poses = take.arrays["poses"]
+        poses = take.arrays["poses"].reshape(take.frames, 55, 3).copy()
+        poses[:, ~scored] = 0.0
+        poses = poses.reshape(take.frames, -1)
         mask = take.arrays["generated_joints"]
         seams = [start for start, _ in window_spans(take.frames, model.window, model.overlap)[1:]]
         rows.append({"take": f"generated seed {seed}", **_score(poses, fps, wave, other, mean_speed, seams)})
@@ -119,18 +133,46 @@ def evaluate(model, audio: str, *, seeds=(0, 1, 2), reference: str | None = None
 
     frames = len(samples[0])
     rows.append({"take": "static pose", **_score(np.zeros((frames, 165)), fps, wave, other, mean_speed)})
-    if reference is not None:
-        ref_poses, _, ref_fps = read_motion(reference)
-        ref_poses, _ = resample_motion(ref_poses, np.zeros((len(ref_poses), 1)), ref_fps, fps)
+    if ref is not None:
+        ref_poses, _ = resample_motion(ref.poses, np.zeros((len(ref.poses), 1)), ref.fps, fps)
         first = int(round(start * fps))
         ref_poses = ref_poses[first:first + frames]
         if len(ref_poses) < 4:
             raise BadInput(f"the reference {reference} has no motion in the chosen time range")
         ref_poses = ref_poses.reshape(len(ref_poses), 55, 3)
         ref_poses[:, ~mask] = 0.0  # the joints the model does not generate stay at rest, as in generated takes
+        ref_poses[:, ~scored] = 0.0
         rows.append({"take": "reference (ground truth)",
                      **_score(ref_poses.reshape(len(ref_poses), -1), fps, wave, other, mean_speed)})
     log(f"mismatched audio: {other_label}")
+    return rows
+
+
+def evaluate_clips(model, folder: str, *, seeds=(0, 1, 2), mean_vel: str | None = None, steps: int | None = None,
+                   log=None) -> list[dict]:
+    """Metric rows for a set of clips: every take file in `folder` (.npz or SHOW .pkl) with its same-named audio is
+    generated from and scored against; its mismatched-audio BC averages over the audio of all the other clips.
+    Rows: per clip, the generated mean and the reference; then the means over the clips of both."""
+    from sheg.data.windows import find_takes
+
+    pairs = find_takes([folder])
+    if len(pairs) < 2:
+        raise BadInput(f"{folder} holds {len(pairs)} clip(s): the mismatched-audio control needs at least two")
+    rows, generated, references = [], [], []
+    for motion, audio in pairs:
+        name = os.path.splitext(os.path.basename(motion))[0]
+        if log:
+            log(f"clip {name}")
+        others = [other for _, other in pairs if other != audio]
+        clip = evaluate(model, audio, seeds=seeds, reference=motion, other_audio=others, mean_vel=mean_vel,
+                        steps=steps, log=log)
+        mean = next(r for r in clip if r["take"].startswith("generated, mean"))
+        ref = next(r for r in clip if r["take"] == "reference (ground truth)")
+        rows += [{**mean, "take": f"{name}: generated ({len(list(seeds))} seeds)"}, {**ref, "take": f"{name}: reference"}]
+        generated.append(mean)
+        references.append(ref)
+    rows.append(_mean_row(generated, f"{len(pairs)} clips: generated"))
+    rows.append(_mean_row(references, f"{len(pairs)} clips: reference"))
     return rows
 
 
@@ -139,6 +181,13 @@ def eval_main(args) -> int:
 
     if args.seeds < 1:
         raise BadInput("--seeds must be at least 1")
+    if (args.audio is None) == (args.clips is None):
+        raise BadInput("give --audio FILE (one clip) or --clips FOLDER (a set of clips with references)")
+    if args.clips is not None and (args.reference or args.other_audio or args.start or args.end is not None):
+        raise BadInput("--clips takes each clip's reference and mismatched audio from the folder: leave out "
+                       "--reference, --other-audio, --start and --end")
+    if args.clips is not None and not os.path.isdir(args.clips):
+        raise BadInput(f"--clips must be a folder of clips (take + audio): {args.clips} is not one")
     for path in [args.audio, args.reference, *(args.other_audio or []), args.mean_vel]:
         if path is not None and not os.path.isfile(path):
             raise BadInput(f"file not found: {path}")
@@ -146,9 +195,12 @@ def eval_main(args) -> int:
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if not args.json else None
     if args.mean_vel is None and not args.json:
         print("sheg: note: no --mean-vel (mean_vel_smplxflame_30.npy): beat consistency is left out", file=sys.stderr)
-    rows = evaluate(model, args.audio, seeds=range(args.seed, args.seed + args.seeds), reference=args.reference,
-                    other_audio=args.other_audio, mean_vel=args.mean_vel, steps=args.steps, start=args.start,
-                    end=args.end, log=log)
+    seeds = range(args.seed, args.seed + args.seeds)
+    if args.clips is not None:
+        rows = evaluate_clips(model, args.clips, seeds=seeds, mean_vel=args.mean_vel, steps=args.steps, log=log)
+    else:
+        rows = evaluate(model, args.audio, seeds=seeds, reference=args.reference, other_audio=args.other_audio,
+                        mean_vel=args.mean_vel, steps=args.steps, start=args.start, end=args.end, log=log)
     if args.mean_vel is None:
         for row in rows:
             row.pop("BC mismatched audio", None)
@@ -161,11 +213,14 @@ def eval_main(args) -> int:
 
 def build_parser(subparsers) -> argparse.ArgumentParser:
     """Add the `eval` subcommand to `subparsers` (from sheg.cli); sets func=eval_main."""
-    p = subparsers.add_parser("eval", help="metrics of a model on one audio file (markdown table)",
+    p = subparsers.add_parser("eval", help="metrics of a model on one audio file or a set of clips (markdown table)",
                               description=__doc__.splitlines()[0],
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", help="model folder, or an embedded model's name (default, diffgesture-small)")
-    p.add_argument("--audio", required=True, help="speech audio file to generate from")
+    p.add_argument("--audio", default=None, help="speech audio file to generate from")
+    p.add_argument("--clips", default=None,
+                   help="instead of --audio: a folder of clips (take .npz or SHOW .pkl + same-named audio), each "
+                        "scored against its reference with the other clips' audio as the mismatched control")
     p.add_argument("--reference", default=None, help="ground-truth take .npz for the same audio (adds a row)")
     p.add_argument("--other-audio", action="append", default=None,
                    help="audio for the mismatched-audio BC baseline; repeat it to average several (default: the "

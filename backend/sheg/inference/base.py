@@ -3,6 +3,7 @@ and the output low-pass."""
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -86,10 +87,37 @@ class Take:
         write_arkit_json(path, self.arrays["arkit_names"], self.arrays["arkit_weights"], self.fps)
 
 
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64-bit seeds; one sign keeps the range simple to state
+MAX_GUIDANCE = 10.0  # classifier-free scales above ~3 already leave the data; 10 is far past any useful value
+
+
+def checked_seed(seed) -> int:
+    """The seed as an int in 0..MAX_SEED, or a one-line BadInput."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
+        raise BadInput(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
+    return int(seed)
+
+
+def checked_guidance(guidance, default: float, classifier_free: bool) -> float:
+    """The guidance scale to use (None: the model's default), finite and within 0..MAX_GUIDANCE."""
+    if guidance is None:
+        return float(default)
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float, np.number)) \
+            or not math.isfinite(float(guidance)) or not 0.0 <= float(guidance) <= MAX_GUIDANCE:
+        raise BadInput(f"guidance must be a number from 0 to {MAX_GUIDANCE:g} (1 = off), got {guidance!r}")
+    guidance = float(guidance)
+    if guidance != 1.0 and not classifier_free:
+        raise BadInput(f"this model was trained without classifier-free guidance: use guidance 1 (got {guidance:g})")
+    return guidance
+
+
 def finish_take(arrays: dict, vector: np.ndarray, fps: float, meta: dict, audio, started: float, report,
                 lowpass_hz: float | None = None) -> Take:
     """The Take of a generation (any model family): provenance (the low-pass, the audio file and its sha256, the
     seconds since `started`) added to `meta`, and the 'done' progress event reported."""
+    if not np.isfinite(vector).all():  # never write a take that Blender would key as NaN
+        raise ShegError("the model produced non-finite motion (NaN or inf): try guidance closer to 1, another seed "
+                        "or more steps")
     if lowpass_hz:
         meta["lowpass_hz"] = lowpass_hz
     if isinstance(audio, (str, os.PathLike)):

@@ -6,7 +6,7 @@ Long audio (`DiffGestureModel.generate`, long_mode):
 - "chain" (official): 34-frame windows at a stride of 30, each seeded with the previous window's last 4 frames;
   the overlap is cross-faded prev (4 - j)/5 + new (j + 1)/5. DDPM over all 500 steps with the Diffusion Gesture
   Stabilizer, or DDIM when fewer steps are asked for.
-- "foppas": DiffSHEG's outpainting windows (sampling.foppas_sample, DDIM) with the previous window's clean tail
+- "foppas": DiffSHEG's outpainting windows (sheg.diffusion.samplers.foppas_sample, DDIM) with the previous window's clean tail
   also bound as the seed poses of the next window's context.
 The first window's seed is the dataset mean pose (zeros after mean subtraction) unless seed_poses are given: the
 official scripts seed from ground-truth poses, which arbitrary audio does not have.
@@ -26,7 +26,7 @@ from sheg.diffusion.gaussian import NoiseSchedule, ddim_timesteps, randn
 from sheg.diffusion.samplers import count_model_calls, ddim_sample, ddpm_sample, foppas_sample, stabilizer_share
 from sheg.data.audio import load_audio
 from sheg.errors import BadInput
-from sheg.inference.base import finish_take, lowpass, resolve_device
+from sheg.inference.base import checked_guidance, checked_seed, finish_take, lowpass, resolve_device
 from sheg.io.diffgesture_dir import ARCH, load_diffgesture_dir
 from sheg.motion.ted import get_ted_layout, take_arrays
 from sheg.nets.diffgesture import DiffGestureDenoiser, DiffGestureNet, seed_context
@@ -46,7 +46,7 @@ def load_diffgesture_model(path, device="auto") -> "DiffGestureModel":
 
 
 class DiffGestureModel:
-    """A loaded DiffGesture model folder with the interface of pipeline.Model (generate, summary, fps, model_id)."""
+    """A loaded DiffGesture model folder with the interface of UniEG's Model (generate, summary, fps, model_id)."""
 
     def __init__(self, net: DiffGestureNet, meta: dict, device):
         self.net = net.eval()
@@ -109,14 +109,15 @@ class DiffGestureModel:
                  resample: bool = True, progress: Callable[[dict], None] | None = None,
                  long_mode: str | None = None, stabilizer: str | None = "default", seed_poses=None, keep=None,
                  keep_frames=None, keep_parts=None):
-        """Generate a take (pipeline.Take) for `audio` (a file path, or (samples, rate)).
+        """Generate a take (sheg.inference.base.Take) for `audio` (a file path, or (samples, rate)).
 
         steps: chain mode runs DDPM when steps equals the training steps (500, the official sampler) and DDIM over
         that many steps otherwise; foppas mode always runs DDIM windows (default 25 steps). stabilizer: "default"
         (the model card's, "smooth"), "smooth", "hard" or None. seed_poses: optional (k <= 4, P) de-normalized
-        direction vectors for the first window (default: the dataset mean pose). progress and cancel as pipeline.
+        direction vectors for the first window (default: the dataset mean pose). progress and cancel as UniEG's Model.generate.
         """
         started = time.perf_counter()
+        seed = checked_seed(seed)
         report = progress or (lambda event: None)
         report({"stage": "features", "fraction": 0.0})
         if style not in (None, 0):
@@ -135,7 +136,7 @@ class DiffGestureModel:
                           resample=resample, progress=report, long_mode=mode, stabilizer=stabilizer,
                           seed_poses=seed_poses)
         dir_vec = vec + self.mean.cpu().numpy()
-        if self.lowpass_hz:  # the model card's zero-phase low-pass, on the direction vectors (see pipeline.lowpass)
+        if self.lowpass_hz:  # the model card's zero-phase low-pass, on the direction vectors (see sheg.inference.base.lowpass)
             dir_vec = lowpass(dir_vec, self.fps, self.lowpass_hz)
         arrays = take_arrays(dir_vec, self.layout, self.spine)
         meta = {"model_id": self.model_id, "seed": int(seed), "steps": self._steps(steps, mode),
@@ -168,9 +169,7 @@ class DiffGestureModel:
         steps = self._steps(steps, long_mode)
         if not 1 <= steps <= cfg.diffusion_steps:
             raise BadInput(f"steps must be between 1 and {cfg.diffusion_steps}, got {steps}")
-        guidance = self.default_guidance if guidance is None else float(guidance)
-        if guidance != 1.0 and not cfg.classifier_free:
-            raise BadInput(f"this model was trained without classifier-free guidance: use guidance 1 (got {guidance})")
+        guidance = checked_guidance(guidance, self.default_guidance, cfg.classifier_free)
         stabilizer = self.default_stabilizer if stabilizer == "default" else stabilizer
         stabilizer = None if stabilizer in ("none", "off", "") else stabilizer
         stabilizer_share(0, self.stabilizer_t0, stabilizer)  # validates

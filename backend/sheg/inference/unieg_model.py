@@ -19,7 +19,7 @@ from sheg.data.audio import AudioFeatureSpec, hubert_features, load_audio, mel_f
 from sheg.diffusion.gaussian import NoiseSchedule
 from sheg.diffusion.samplers import count_model_calls, foppas_sample
 from sheg.errors import BadInput, ShegError
-from sheg.inference.base import Take, finish_take, lowpass
+from sheg.inference.base import Take, checked_guidance, checked_seed, finish_take, lowpass
 from sheg.inference.keep import KeepConstraint, keep_constraint
 from sheg.motion.layouts import get_layout, take_from_vector
 from sheg.version import __version__
@@ -127,6 +127,7 @@ class Model:
         the rest is generated around them.
         """
         started = time.perf_counter()
+        seed = checked_seed(seed)
         report = progress or (lambda event: None)
         report({"stage": "features", "fraction": 0.0})
         mel, hub, frames = self._features(audio)
@@ -156,7 +157,7 @@ class Model:
         """FOPPAS over features mel (1, T, 128) [+ HuBERT (1, T, 1024)] -> de-normalized vector (T, D) float32.
         keep: values to inpaint around (normalized here with the model's statistics)."""
         steps = self.default_steps if steps is None else int(steps)
-        guidance = self.default_guidance if guidance is None else float(guidance)
+        guidance = checked_guidance(guidance, self.default_guidance, getattr(self.net.config, "classifier_free", False))
         overlap = self.overlap if overlap is None else int(overlap)
         jumps = self.default_jumps if jumps is None else int(jumps)
         if steps < 1 or steps > 1000:
@@ -165,8 +166,6 @@ class Model:
             raise BadInput(f"overlap must be between 0 and {self.window - 1} frames, got {overlap}")
         if jumps < 1:
             raise BadInput(f"jumps must be at least 1, got {jumps}")
-        if guidance != 1.0 and not getattr(self.net.config, "classifier_free", False):
-            raise BadInput(f"this model was trained without classifier-free guidance: use guidance 1 (got {guidance})")
         report = progress or (lambda event: None)
         frames = mel.shape[1]
         style_vec = self.style_vector(style)

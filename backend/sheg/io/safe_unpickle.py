@@ -205,6 +205,16 @@ class RestrictedUnpickler(pickle.Unpickler):
         return resolve_global(module, name)
 
 
+class DataUnpickler(RestrictedUnpickler):
+    """For data files (motion fits), not checkpoints: torch objects inside (logged losses, say) are not needed, so
+    every torch name becomes an inert placeholder too, torch's byte-level loaders included."""
+
+    def find_class(self, module, name):
+        if str(module).split(".", 1)[0] == "torch":
+            return _placeholder_class(str(module), str(name))
+        return resolve_global(module, name)
+
+
 def restricted_loads(data: bytes):
     """Unpickle bytes with RestrictedUnpickler (no persistent ids: plain pickles only)."""
     import io

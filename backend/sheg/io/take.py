@@ -26,9 +26,23 @@ def sha256_of(path: str) -> str:
     return h.hexdigest()
 
 
+def check_writable(out: str) -> None:
+    """Fail before any work when an output cannot be written: its nearest existing folder must be writable."""
+    if os.path.isdir(out):
+        raise BadInput(f"{out} is a folder: give a file name (such as take.npz) instead")
+    folder = os.path.dirname(os.path.abspath(out))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise BadInput(f"cannot write {out}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BadInput(f"cannot write {out}: the folder {folder} is read-only: choose a folder you can write to")
+
+
 def atomic_write(path: str, write_fn) -> None:
     """Call write_fn(tmp_path) then rename onto `path`: a failure or cancel leaves nothing at `path`."""
     path = os.path.abspath(path)
+    check_writable(path)
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".sheg-", suffix=os.path.splitext(path)[1], dir=folder)

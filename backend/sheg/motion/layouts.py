@@ -76,6 +76,14 @@ def show_vector_from_take(poses: np.ndarray, expressions: np.ndarray) -> np.ndar
     return np.concatenate([gesture, jaw, expr], axis=1)
 
 
+def show_known_channels(known_joints: np.ndarray) -> np.ndarray:
+    """(232,) bool: which values of the SHOW vector a take really holds, from its known SMPL-X joints (55,) bool
+    (the expression coefficients always count as known)."""
+    known_joints = np.asarray(known_joints, dtype=bool)
+    gesture = np.repeat(known_joints[list(SHOW_GESTURE_JOINTS)], 3)
+    return np.concatenate([gesture, np.repeat(known_joints[JAW_JOINT], 3), np.ones(NUM_EXPRESSIONS, bool)])
+
+
 # Body parts an artist can lock (regeneration keeps their channels), as SMPL-X joints; "expression" is the 100
 # expression coefficients, "face" the jaw plus the expression (UniEG's whole expression branch), "body" every joint
 # of the gesture vector.

@@ -24,7 +24,7 @@ from sheg.diffusion.gaussian import NoiseSchedule, randn
 from sheg.errors import BadInput
 from sheg.io.diffgesture_dir import diffgesture_meta, load_diffgesture_dir, save_diffgesture_dir
 from sheg.motion.skeleton import mirror_poses
-from sheg.motion.ted import dir_vec_from_smplx, get_ted_layout
+from sheg.motion.ted import dir_vec_from_smplx, generated_joints, get_ted_layout
 from sheg.nets.diffgesture import DiffGestureConfig, DiffGestureNet, seed_context
 
 
@@ -162,8 +162,11 @@ def load_dir_vec_takes(npz_path: str, audio_path: str, layout, fps: float, sampl
                        mirror: bool = False) -> list[DirVecTake]:
     """One SMPL-X take as TED direction vectors at `fps` with its raw audio at `sample_rate`, cut to the shorter;
     with mirror, also the take reflected left <-> right (skeleton.mirror_poses) on the same audio."""
-    poses, expressions, fps_in = read_motion(npz_path)
-    poses, _ = resample_motion(poses, expressions, fps_in, fps)
+    motion = read_motion(npz_path)
+    if (generated_joints(layout) & ~motion.known_joints).any():
+        raise BadInput(f"{npz_path} has no hand motion (a SHOW fit) but the {layout.name} layout has fingers: "
+                       f"train --config small (TED Gesture, no fingers) or leave this take out")
+    poses, _ = resample_motion(motion.poses, motion.expressions, motion.fps, fps)
     wave = load_audio(audio_path, sample_rate)
     frames = min(len(poses), int(len(wave) * fps // sample_rate))
     name = npz_path.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]

@@ -1,4 +1,4 @@
-"""`sheg train`: train a UniEG (or DiffGesture) model on SMPL-X takes with speech, into a model folder the pipeline
+"""`sheg train`: train a UniEG (or DiffGesture) model on SMPL-X takes with speech, into a model folder that `sheg.load_model`
 loads.
 
     sheg train takes/ -o MODEL_DIR --config small --steps 20000 --batch 32
@@ -272,17 +272,16 @@ class UniEGRecipe:
         return torch.linspace(0.0, 1.0, global_batch) < self.settings["null_prob"]  # official: first ~20 %
 
     def batch(self, windows, rows: np.ndarray):
-        vec, mel, hub = windows.gather(rows)
         to = lambda a: None if a is None else torch.from_numpy(a).to(self.device)  # noqa: E731
-        return to(vec), to(mel), to(hub)
+        return tuple(map(to, windows.gather(rows)))
 
     def loss(self, module, batch, t, noise, null_mask) -> dict:
-        x0, mel, hub = batch
+        x0, mel, hub, known = batch
 
         def denoise(x_t, tt):
             return module(x_t, tt, self.schedule.x0_coeffs(tt), mel, hub, None, null_mask=null_mask)
 
-        return diffusion_loss(denoise, x0, self.schedule, t=t, noise=noise, weights=self.weights)
+        return diffusion_loss(denoise, x0, self.schedule, t=t, noise=noise, weights=self.weights, known=known)
 
     def meta(self, data, source: dict, license: str) -> dict:
         cfg, settings, args = self.cfg, self.settings, self.args
