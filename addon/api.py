@@ -248,15 +248,17 @@ def generate(strip=None, audio_path=None, armature=None, face_mesh=None, model=N
     return job.run_blocking(context, timeout=timeout)
 
 
-def regenerate_take(take=None, armature=None, face_mesh=None, *, lock_frames=None, lock_parts=None, seed=None,
-                    model=None, steps=25, python=None, context=None, name=None, timeout=None, **options) -> dict:
+def regenerate_take(take=None, armature=None, face_mesh=None, *, lock_frames=None, lock_parts=None,
+                    lock_tweak_keys=False, seed=None, model=None, steps=25, python=None, context=None, name=None,
+                    timeout=None, **options) -> dict:
     """Regenerate a take with the same audio, keeping what is locked exactly; the new take is written like a
     generated one (the old one stays). Blocks until done; returns the new take's info.
 
     take: the take's name (default: the armature's newest); lock_frames: (first, last) scene frames, inclusive
     (None: every frame); lock_parts: body-part names of core.locks.LOCK_PARTS, e.g. ["left_arm"] or ["face"]
-    (regenerate gesture from this face) (None: all parts); at least one of the two. seed: default the take's + 1;
-    model: default the embedded one. The locked values are the take's F-curves as they play now (edits included).
+    (regenerate gesture from this face) (None: all parts); lock_tweak_keys: also lock the frames where the take's
+    tweak layers have keys (the poses keyed there); at least one of the three. seed: default the take's + 1;
+    model: default the embedded one. The locked values are the take as it plays now (edits and tweak layers included).
     options: as generate().
     """
     context = context or bpy.context
@@ -264,17 +266,17 @@ def regenerate_take(take=None, armature=None, face_mesh=None, *, lock_frames=Non
     armature = armature if armature is not None else settings.armature
     face_mesh = face_mesh if face_mesh is not None else settings.face_mesh
     job = regeneration_job(context, armature, face_mesh, take, lock_frames=lock_frames, lock_parts=lock_parts,
-                           seed=seed, model=model, steps=steps, python=python, name=name,
+                           lock_tweak_keys=lock_tweak_keys, seed=seed, model=model, steps=steps, python=python, name=name,
                            key_options=key_options(settings, options))
     return job.run_blocking(context, timeout=timeout)
 
 
-def regeneration_job(context, armature, face_mesh, take=None, *, lock_frames=None, lock_parts=None, seed=None,
-                     model=None, steps=25, python=None, name=None, key_options=None) -> GenerationJob:
+def regeneration_job(context, armature, face_mesh, take=None, *, lock_frames=None, lock_parts=None,
+                     lock_tweak_keys=False, seed=None, model=None, steps=25, python=None, name=None, key_options=None) -> GenerationJob:
     """The GenerationJob of a regeneration (see regenerate_take); ValueError (one line) for a bad lock."""
     if armature is None:
         raise ValueError("no armature: pass armature= or choose one in the SHEG panel")
-    source = regenerate.source_of(context, armature, take, lock_frames, lock_parts, seed)
+    source = regenerate.source_of(context, armature, take, lock_frames, lock_parts, seed, lock_tweak_keys)
     return GenerationJob(armature=armature, face_mesh=face_mesh, model=model, steps=steps, python=python,
                          name=name, key_options=key_options, **source)
 

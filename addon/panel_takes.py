@@ -46,6 +46,7 @@ class SHEG_PT_take_cleanup(bpy.types.Panel):
         sub.prop(settings, "lock_frame_start")
         sub.prop(settings, "lock_frame_end")
         box.prop(settings, "lock_parts")
+        box.prop(settings, "lock_tweak_keys")
         draw_take_boxes(layout, armature, _draw_take)
 
 

@@ -85,11 +85,14 @@ class SHEG_SceneSettings(bpy.types.PropertyGroup):
                locks.LOCK_PARTS.items()],
         description="Body parts kept exactly (none: all parts on the locked frames)")
 
+    lock_tweak_keys: BoolProperty(name="Tweak Keys", default=False,
+                                  description="Keep the poses keyed on the take's tweak layers (their frames)")
+
     def lock(self) -> dict:
-        """api.regenerate_take's lock_frames / lock_parts these settings stand for."""
+        """api.regenerate_take's lock_frames / lock_parts / lock_tweak_keys these settings stand for."""
         parts = [name.lower() for name in sorted(self.lock_parts)]
         return {"lock_frames": (self.lock_frame_start, self.lock_frame_end) if self.lock_frames else None,
-                "lock_parts": parts or None}
+                "lock_parts": parts or None, "lock_tweak_keys": self.lock_tweak_keys}
 
     def key_options(self) -> dict:
         """The keyword options of takes.apply_take / import_take these settings stand for."""

@@ -1,9 +1,9 @@
-"""Regenerate a take around what the artist locked: frame ranges and/or body parts of the take are kept exactly,
-the rest is generated anew with the same audio (the backend inpaints inside its FOPPAS windows; worker protocol
-`generate` with `keep`). The locked values are the take's F-curves as they play now, so edits on the take count;
-locking the face ("regenerate gesture from this face") keeps the artist's expression and regenerates the body,
-which UniEG conditions on that expression. The result is a new take (the old one stays); api.regenerate_take and
-the Regenerate operator run it as a GenerationJob."""
+"""Regenerate a take around what the artist locked: frame ranges, body parts and/or the poses keyed on its tweak
+layers are kept exactly, the rest is generated anew with the same audio (the backend inpaints inside its FOPPAS
+windows; worker protocol `generate` with `keep`). The locked values are the take as it plays now (its F-curves plus
+its tweak layers), so edits count. Locking the face ("regenerate gesture from this face") keeps the artist's
+expression and regenerates the body, which UniEG conditions on that expression. The result is a new take (the old
+one stays); api.regenerate_take and the Regenerate operator run it as a GenerationJob."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import os
 
 
 from . import strip_audio, takes
-from .core import locks
+from .core import locks, takefile
 
 
-def source_of(context, armature, take_name, lock_frames, lock_parts, seed) -> dict:
+def source_of(context, armature, take_name, lock_frames, lock_parts, seed, lock_tweak_keys=False) -> dict:
     """GenerationJob keywords for regenerating `take_name` (default: the armature's newest take): its audio (the
     sound strip it was generated from, else its audio file at its start frame), seed (default: the take's + 1),
     parts, and the lock. ValueError (one line) when nothing is locked or the audio is gone."""
@@ -24,8 +24,9 @@ def source_of(context, armature, take_name, lock_frames, lock_parts, seed) -> di
             raise ValueError(f"'{armature.name}' has no take to regenerate: generate one first")
         take_name = listed[-1]["name"]
     action = takes._find_take_action(armature, take_name)
-    if lock_frames is None and not lock_parts:
-        raise ValueError("lock a frame range or body parts to regenerate around (or Generate a new take)")
+    if lock_frames is None and not lock_parts and not lock_tweak_keys:
+        raise ValueError("lock a frame range, body parts or the tweak layer's keyed poses to regenerate around "
+                         "(or Generate a new take)")
     if lock_frames is not None:
         first, last = (float(v) for v in lock_frames)
         if first > last:
@@ -47,19 +48,37 @@ def source_of(context, armature, take_name, lock_frames, lock_parts, seed) -> di
     old_seed = int(action.get("sheg_seed", 0))
     return {**audio, "seed": old_seed + 1 if seed is None else int(seed),
             "parts": str(action.get("sheg_parts", "both")) or "both",
-            "lock": {"take": take_name, "frames": lock_frames, "parts": parts}}
+            "lock": {"take": take_name, "frames": lock_frames, "parts": parts, "tweak_keys": bool(lock_tweak_keys)}}
 
 
 def keep_request(context, armature, lock: dict, folder: str) -> dict:
     """Export the locked take into `folder` and return the worker's `keep` field: take file, take frame ranges of
     the locked scene frames (None: all), part names (None: all)."""
     path = os.path.join(folder, "keep.npz")
-    takes.export_take(context, armature, lock["take"], path)
+    action = takes._find_take_action(armature, lock["take"])
+    takefile.write_take(path, takes.take_from_action(context, armature, lock["take"], with_tweaks=True))
+    _, _, scene_frames = takes.take_scene_frames(context, action)
     ranges = None
     if lock.get("frames") is not None:
-        _, _, scene_frames = takes.take_scene_frames(context, takes._find_take_action(armature, lock["take"]))
         ranges = locks.take_frame_ranges(scene_frames, *lock["frames"])
+    if lock.get("tweak_keys"):
+        keyed = tweak_key_frames(action)
+        if not keyed:
+            raise ValueError(f"take '{lock['take']}' has no keys on a tweak layer to lock; key a pose there first")
+        ranges = locks.merge_ranges((ranges or []) + locks.nearest_take_frames(scene_frames, keyed))
     return {"take": path, "frames": ranges, "parts": lock.get("parts")}
+
+
+def tweak_key_frames(action) -> list:
+    """Scene frames keyed on the take's unmuted tweak layers (the poses an artist set there), sorted."""
+    frames = set()
+    for owner, _ in takes._owners_of(action):
+        for track in takes.tweak_tracks(owner, action):
+            for strip in track.strips if not track.mute else ():
+                bag = takes._channelbag(strip.action, strip.action_slot) if strip.action is not None else None
+                for fcurve in bag.fcurves if bag is not None else ():
+                    frames.update(round(point.co[0], 3) for point in fcurve.keyframe_points)
+    return sorted(frames)
 
 
 def mark_take(action, strip_name: str | None, lock: dict | None) -> None:

@@ -17,7 +17,7 @@ import bpy
 import numpy as np
 
 from . import keywriter, rig
-from .core import channels, resample, smplx, takefile
+from .core import channels, quaternions, resample, smplx, takefile
 
 TAKE_PROP = "sheg_take"  # marks an action as a take (value: format version)
 TWEAK_PROP = "sheg_tweak_of"  # marks a tweak-layer action (value: the take action's name)
@@ -397,35 +397,73 @@ def export_take(context, armature, take_name: str, filepath: str) -> dict:
             "expressions": 0 if take.expressions is None else int(np.any(take.expressions != 0, axis=0).sum())}
 
 
-def take_from_action(context, armature, take_name: str) -> takefile.Take:
-    """The take as its action plays now (edits included), at the take's own frames (see export_take)."""
+def _sampled_channels(bag, joint_of_bone: dict, sample_at: np.ndarray, out: tuple) -> None:
+    """Sample a channelbag's SMPL-X channels at scene frames into out = (rotations {joint: {index: values}},
+    pelvis location {index: values}, expressions {number: values}, arkit {name: values})."""
+    rotations, location, expressions, arkit = out
+    arkit_lower = {a.lower(): a for a in smplx.ARKIT_NAMES}
+    for fcurve in bag.fcurves:
+        parsed = channels.parse_path(fcurve.data_path)
+        if parsed is None:
+            continue
+        kind, target, prop = parsed
+        if kind == "bone" and target in joint_of_bone:
+            joint = joint_of_bone[target]
+            if prop == "rotation_quaternion":
+                rotations.setdefault(joint, {})[fcurve.array_index] = _sample(fcurve, sample_at)
+            elif prop == "location" and joint == "pelvis":
+                location[fcurve.array_index] = _sample(fcurve, sample_at)
+        elif kind == "key" and prop == "value":
+            match = smplx.EXPRESSION_KEY_PATTERN.fullmatch(target)
+            if match:
+                expressions[int(match.group(1))] = _sample(fcurve, sample_at)
+            elif target.lower() in arkit_lower:
+                arkit[arkit_lower[target.lower()]] = _sample(fcurve, sample_at)
+
+
+def _add_tweaks(action, joint_of_bone: dict, sample_at: np.ndarray, sampled: tuple, frames: int) -> None:
+    """Add the unmuted tweak layers of a take action to its sampled channels as Blender's NLA blends them (see
+    take_layers): ADD adds every channel (quaternions component-wise); COMBINE multiplies the normalized take
+    rotation by the tweak quaternion and adds locations and shape keys."""
+    rotations, location, expressions, arkit = sampled
+    for owner, _ in _owners_of(action):
+        for track in tweak_tracks(owner, action):
+            if track.mute:
+                continue
+            for strip in track.strips:
+                bag = _channelbag(strip.action, strip.action_slot) if strip.action is not None else None
+                if bag is None:
+                    continue
+                tweak = ({}, {}, {}, {})
+                _sampled_channels(bag, joint_of_bone, sample_at, tweak)
+                for joint, axes in tweak[0].items():
+                    base = rotations.setdefault(joint, {})
+                    q = np.stack([base.get(i, np.full(frames, 1.0 if i == 0 else 0.0)) for i in range(4)], axis=1)
+                    if strip.blend_type == "COMBINE":
+                        t = np.stack([axes.get(i, np.full(frames, 1.0 if i == 0 else 0.0)) for i in range(4)], 1)
+                        q = quaternions.quat_multiply(q / np.linalg.norm(q, axis=1, keepdims=True), t)
+                    else:
+                        q = q + np.stack([axes.get(i, np.zeros(frames)) for i in range(4)], axis=1)
+                    rotations[joint] = {i: q[:, i] for i in range(4)}
+                for target, extra in zip((location, expressions, arkit), tweak[1:]):
+                    for k, values in extra.items():
+                        target[k] = target.get(k, np.zeros(frames)) + values
+
+
+def take_from_action(context, armature, take_name: str, with_tweaks: bool = False) -> takefile.Take:
+    """The take as its action plays now (edits included), at the take's own frames (see export_take); with_tweaks:
+    as it plays with its tweak layers on top."""
     action = _find_take_action(armature, take_name)
     fps, frames, sample_at = take_scene_frames(context, action)
     bone_names = rig.find_smplx_bones(armature)
     joint_of_bone = {bone: joint for joint, bone in bone_names.items()}
-    rotations, location, expressions, arkit = {}, {}, {}, {}
-    arkit_lower = {a.lower(): a for a in smplx.ARKIT_NAMES}
+    sampled = rotations, location, expressions, arkit = {}, {}, {}, {}
     for slot in action.slots:
         bag = action.layers[0].strips[0].channelbag(slot) if action.layers else None
-        if bag is None:
-            continue
-        for fcurve in bag.fcurves:
-            parsed = channels.parse_path(fcurve.data_path)
-            if parsed is None:
-                continue
-            kind, target, prop = parsed
-            if kind == "bone" and target in joint_of_bone:
-                joint = joint_of_bone[target]
-                if prop == "rotation_quaternion":
-                    rotations.setdefault(joint, {})[fcurve.array_index] = _sample(fcurve, sample_at)
-                elif prop == "location" and joint == "pelvis":
-                    location[fcurve.array_index] = _sample(fcurve, sample_at)
-            elif kind == "key" and prop == "value":
-                match = smplx.EXPRESSION_KEY_PATTERN.fullmatch(target)
-                if match:
-                    expressions[int(match.group(1))] = _sample(fcurve, sample_at)
-                elif target.lower() in arkit_lower:
-                    arkit[arkit_lower[target.lower()]] = _sample(fcurve, sample_at)
+        if bag is not None:
+            _sampled_channels(bag, joint_of_bone, sample_at, sampled)
+    if with_tweaks:
+        _add_tweaks(action, joint_of_bone, sample_at, sampled, frames)
     identity = (np.ones(frames), np.zeros(frames), np.zeros(frames), np.zeros(frames))
     quats = {joint: np.stack([axes.get(i, identity[i]) for i in range(4)], axis=1) for joint, axes in rotations.items()}
     loc = np.stack([location.get(i, np.zeros(frames)) for i in range(3)], axis=1) if location else None

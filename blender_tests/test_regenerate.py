@@ -111,6 +111,42 @@ def test_regenerate_gesture_from_an_edited_face(regen_scene):
     assert np.abs(new["poses"][:, UPPER_BODY] - artist["poses"][:, UPPER_BODY]).mean() > 1e-4  # a new body
 
 
+@pytest.mark.worker
+@pytest.mark.parametrize("blend_type", ["ADD", "COMBINE"])
+def test_a_pose_keyed_on_the_tweak_layer_is_kept(regen_scene, blend_type):
+    scene, armature, face = regen_scene
+    api, takes = addon_module("api"), addon_module("takes")
+    first = api.generate(seed=1)["name"]
+    addon_module("take_layers").add_tweak_layer(bpy.context, armature, first, blend_type=blend_type)
+    scene.frame_set(150)  # the artist poses frame 150 on the tweak layer (take frame 149)
+    elbow = armature.pose.bones["left_elbow"]
+    elbow.rotation_quaternion = (0.8, 0.2, 0.5, 0.1)
+    elbow.keyframe_insert("rotation_quaternion", frame=150)
+    scene.frame_set(151)
+    scene.frame_set(150)
+    posed = np.array(elbow.rotation_quaternion)
+    action = bpy.data.actions[takes.list_takes(armature)[0]["action"]]
+    bag = action.layers[0].strips[0].channelbag(action.slots[0])
+    under = np.array([bag.fcurves.find('pose.bones["left_elbow"].rotation_quaternion', index=i).evaluate(150)
+                      for i in range(4)])
+    # the take as it plays with its tweak layer, in SMPL-X frames: the keyed pose turns the elbow away from the
+    # take by the same angle as in Blender (the rest-frame change between the two is a conjugation)
+    shown = takes.take_from_action(bpy.context, armature, first, with_tweaks=True)
+    plain = takes.take_from_action(bpy.context, armature, first)
+    quat = addon_module("core.quaternions")
+
+    def angle(a, b):
+        a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
+        return 2 * np.arccos(min(1.0, abs(float(np.dot(a, b)))))
+
+    turned = angle(*(quat.axis_angle_to_quat(t.poses.reshape(-1, 55, 3)[149, 18]) for t in (shown, plain)))
+    assert turned > 0.05 and abs(turned - angle(posed, under)) <= 1e-4
+    info = api.regenerate_take(first, lock_tweak_keys=True)
+    new = take_arrays(armature, info["name"])
+    np.testing.assert_allclose(new["poses"][149], shown.poses.reshape(-1, 55, 3)[149], atol=1e-5)
+    assert np.abs(new["poses"][:140] - shown.poses.reshape(-1, 55, 3)[:140]).mean() > 1e-3  # the rest is new
+
+
 def test_bad_locks_are_one_line_errors_and_change_nothing(regen_scene):
     scene, armature, face = regen_scene
     api = addon_module("api")

@@ -34,3 +34,26 @@ def check_parts(parts) -> list:
     if unknown:
         raise ValueError(f"unknown body part '{unknown[0]}' (use any of: {', '.join(LOCK_PARTS)})")
     return out
+
+
+def nearest_take_frames(scene_frames: np.ndarray, keyed) -> list:
+    """[[k, k + 1]] for the take frame nearest to each keyed scene frame inside the take (a pose keyed at a frame
+    locks the take frame shown there)."""
+    at = np.asarray(scene_frames, dtype=np.float64)
+    out = []
+    for frame in keyed:
+        if at[0] - 0.5 <= float(frame) <= at[-1] + 0.5:
+            k = int(np.argmin(np.abs(at - float(frame))))
+            out.append([k, k + 1])
+    return out
+
+
+def merge_ranges(ranges) -> list:
+    """Sorted, non-overlapping [[start, stop]] covering the given ranges."""
+    merged = []
+    for start, stop in sorted(ranges):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], stop)
+        else:
+            merged.append([start, stop])
+    return merged

@@ -28,3 +28,10 @@ def test_part_names_are_the_backends():
     assert locks.check_parts(["left_arm", "face"]) == ["left_arm", "face"]
     with pytest.raises(ValueError, match="unknown body part 'tail'"):
         locks.check_parts(["tail"])
+
+
+def test_keyed_frames_lock_their_nearest_take_frames_and_ranges_merge():
+    at = resample.take_frames_in_scene(100, 30.0, 24.0, 1.0)  # 24-fps scene: take frames at fractional frames
+    ranges = locks.nearest_take_frames(at, [1, 11, 500])      # 500 lies outside the take
+    assert [k for k, _ in ranges] == [0, int(np.argmin(np.abs(at - 11)))] and all(b == a + 1 for a, b in ranges)
+    assert locks.merge_ranges([[5, 9], [0, 2], [8, 12], [12, 13]]) == [[0, 2], [5, 13]]
