@@ -177,12 +177,14 @@ def _add_test_model(sub) -> None:
     p = sub.add_parser("make-test-model", help="write a tiny random model folder (for tests of the plumbing)")
     p.add_argument("out", help="model folder to create")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layout", default="show", choices=["show", "beat"],
+                   help="SMPL-X upper body + expressions at 30 fps, or BEAT skeleton + 51 ARKit weights at 15 fps")
 
 
 def cmd_make_test_model(args) -> int:
     from .testing import make_tiny_model_dir
 
-    make_tiny_model_dir(args.out, seed=args.seed)
+    make_tiny_model_dir(args.out, seed=args.seed, layout=args.layout)
     print(f"wrote tiny random model {args.out}", file=sys.stderr)
     return 0
 

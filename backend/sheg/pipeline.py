@@ -93,6 +93,10 @@ class Take:
     def save(self, path: str) -> None:
         write_take(path, self.arrays, fps=self.fps, meta=self.meta)
 
+    def save_arkit_json(self, path: str) -> None:
+        """The ARKit weights of a BEAT-layout take as the official face json (needs `arkit_weights`)."""
+        write_arkit_json(path, self.arrays["arkit_names"], self.arrays["arkit_weights"], self.fps)
+
 
 def finish_take(arrays: dict, vector: np.ndarray, fps: float, meta: dict, audio, started: float, report,
                 lowpass_hz: float | None = None) -> Take:
@@ -107,9 +111,6 @@ def finish_take(arrays: dict, vector: np.ndarray, fps: float, meta: dict, audio,
     take = Take(arrays=arrays, fps=fps, meta=meta, vector=vector)
     take.meta["seconds"] = round(time.perf_counter() - started, 3)
     return take
-
-    def save_arkit_json(self, path: str) -> None:
-        write_arkit_json(path, self.arrays["arkit_names"], self.arrays["arkit_weights"], self.fps)
 
 
 class Model:
