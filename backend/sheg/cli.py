@@ -33,6 +33,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--no-resample", action="store_true", help="FOPPAS fast mode: no RePaint resampling jumps")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="compute device")
     p.add_argument("--hubert", default=None, help="HuBERT-large folder or model id (models that use HuBERT)")
+    p.add_argument("--fps-mode", default=None, choices=["native", "official-15"],
+                   help="official-15: the official SHOW custom-audio path (mel hop 1200 at 18 kHz, 15 frames/s) "
+                        "instead of the model's 30 fps (default: the model card's fps_mode, else native)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -55,7 +58,7 @@ def cmd_generate(args) -> int:
         if not os.path.isfile(path):
             raise ShegError(f"audio file not found: {path}")
     outputs = _outputs_for(args.audio, args.out)
-    model = load_model(args.model, device=args.device, hubert=args.hubert)
+    model = load_model(args.model, device=args.device, hubert=args.hubert, fps_mode=args.fps_mode)
     results = []
     for audio, out in zip(args.audio, outputs):
         bar = None

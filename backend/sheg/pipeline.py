@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,11 @@ from .errors import BadInput, Cancelled, DeviceError, ShegError
 from .layouts import get_layout, take_from_vector
 from .sampling import count_model_calls, foppas_sample
 from .take import sha256_of, write_arkit_json, write_take
+
+# "native": the model's own rate (SHOW 30 fps: mel hop 600 at 18 kHz). "official-15": the official SHOW custom-audio
+# script's path, mel hop 1200 at 18 kHz, so 15 motion frames per second of audio (DIFFSHEG_FACTS §2, §11).
+FPS_MODES = ("native", "official-15")
+OFFICIAL_15_HOP = 1200
 
 EMBEDDED_MODELS_DIR = os.path.join(os.path.dirname(__file__), "models")
 DEFAULT_MODEL_DIR = os.path.join(EMBEDDED_MODELS_DIR, "default")
@@ -116,14 +122,24 @@ def finish_take(arrays: dict, vector: np.ndarray, fps: float, meta: dict, audio,
 class Model:
     """A loaded model folder, ready to generate. Holds the network on its device between calls."""
 
-    def __init__(self, net: torch.nn.Module, meta: dict, device: torch.device, hubert: str | None = None):
+    def __init__(self, net: torch.nn.Module, meta: dict, device: torch.device, hubert: str | None = None,
+                 fps_mode: str | None = None):
         self.net = net.eval()
         self.meta = meta
         self.device = device
         self.layout = get_layout(meta["layout"])
         self.audio_spec = AudioFeatureSpec.from_dict(meta["audio"])
-        self.sample_rate = self.audio_spec.sample_rate  # of the audio generate() reads (mel)
         self.fps = float(meta.get("fps", self.audio_spec.fps))
+        self.fps_mode = fps_mode or meta.get("fps_mode") or "native"
+        if self.fps_mode not in FPS_MODES:
+            raise BadInput(f"unknown fps mode '{self.fps_mode}': use {' or '.join(FPS_MODES)}")
+        if self.fps_mode == "official-15":
+            if self.layout.name != "show" or self.audio_spec.hop_length == OFFICIAL_15_HOP:
+                raise BadInput(f"fps mode official-15 is for SHOW models at 30 fps; this {self.layout.name.upper()} "
+                               f"model already runs at {self.fps:g} fps: use fps mode native")
+            self.audio_spec = dataclasses.replace(self.audio_spec, hop_length=OFFICIAL_15_HOP)
+            self.fps = self.audio_spec.fps
+        self.sample_rate = self.audio_spec.sample_rate  # of the audio generate() reads (mel)
         self.window = int(meta["window"])
         self.overlap = int(meta["overlap"])
         self.schedule = NoiseSchedule()
@@ -157,7 +173,7 @@ class Model:
         return {"name": self.model_id, "layout": self.layout.name, "fps": self.fps, "window": self.window,
                 "overlap": self.overlap, "speakers": self.speakers, "default_style": self.default_style,
                 "guidance_scale": self.default_guidance, "steps": self.default_steps,
-                "hubert": self.uses_hubert, "device": str(self.device)}
+                "hubert": self.uses_hubert, "device": str(self.device), "fps_mode": self.fps_mode}
 
     # -- features -------------------------------------------------------------------------------------------------
 
@@ -221,7 +237,7 @@ class Model:
         meta = {"model_id": self.model_id, "seed": int(seed), "steps": steps or self.default_steps,
                 "guidance": self.default_guidance if guidance is None else float(guidance),
                 "style": self.default_style if style is None else int(style), "sheg_version": __version__,
-                "layout": self.layout.name}
+                "layout": self.layout.name, "fps_mode": self.fps_mode}
         return finish_take(arrays, vec, self.fps, meta, audio, started, report, self.lowpass_hz)
 
     def sample(self, mel: torch.Tensor, hub: torch.Tensor | None, *, seed: int = 0, steps: int | None = None,
@@ -307,9 +323,10 @@ def _model_arch(path: str) -> str | None:
         return None
 
 
-def load_model(path: str | None = None, device: str = "auto", hubert: str | None = None):
+def load_model(path: str | None = None, device: str = "auto", hubert: str | None = None,
+               fps_mode: str | None = None):
     """Load a model folder (model.json + model.safetensors); None loads the embedded default model, a bare name an
-    embedded model (`embedded_models()`).
+    embedded model (`embedded_models()`). fps_mode ("native" | "official-15", see FPS_MODES) overrides the card's.
 
     Returns a `Model` (UniEG) or a `sheg.diffgesture.DiffGestureModel`, both with the same `generate` interface."""
     path = resolve_model_path(path)
@@ -317,9 +334,11 @@ def load_model(path: str | None = None, device: str = "auto", hubert: str | None
     if _model_arch(path) == "diffgesture":
         from .diffgesture import load_diffgesture_model
 
+        if fps_mode not in (None, "native"):
+            raise BadInput(f"fps mode {fps_mode} is for DiffSHEG SHOW models, not DiffGesture ones")
         return load_diffgesture_model(path, dev)
     net, meta = load_model_dir(path, dev)
-    return Model(net, meta, dev, hubert=hubert)
+    return Model(net, meta, dev, hubert=hubert, fps_mode=fps_mode)
 
 
 __all__ = ["Model", "Take", "load_model", "resolve_device", "Cancelled", "DEFAULT_MODEL_DIR", "embedded_models"]
