@@ -1,4 +1,4 @@
-"""The `sheg` command line: generate, worker, import-diffsheg, smplx-rig, train, eval, bench.
+"""The `sheg` command line: generate, worker, import-diffsheg, smplx-rig, doctor, train, eval, bench.
 
 Errors the user can fix print one line `sheg: error: ...` and exit with code 2; nothing is left half-written.
 """
@@ -153,6 +153,22 @@ def cmd_smplx_rig(args) -> int:
     return 0
 
 
+def _add_doctor(sub) -> None:
+    p = sub.add_parser("doctor", help="which models this Python can run, what each still needs and how to fix it")
+    p.add_argument("models", nargs="*", help="model folders, or folders holding model folders (embedded models are "
+                                             "always listed)")
+    p.add_argument("--hubert", default=None, help="HuBERT-large folder or model id the models would use")
+    p.add_argument("--json", action="store_true", help="the report as JSON on stdout (for the add-on)")
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import diagnose, format_report
+
+    report = diagnose(args.models, hubert=args.hubert)
+    print(json.dumps(report, indent=1) if args.json else format_report(report))
+    return 0
+
+
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="speed figures: model calls, seconds per generated second, sampler overhead",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -201,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_import(sub)
     _add_import_diffgesture(sub)
     _add_smplx_rig(sub)
+    _add_doctor(sub)
     _add_bench(sub)
     _add_test_model(sub)
     try:
@@ -220,7 +237,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"generate": cmd_generate, "import-diffsheg": cmd_import,
-                "import-diffgesture": cmd_import_diffgesture, "smplx-rig": cmd_smplx_rig, "bench": cmd_bench,
+                "import-diffgesture": cmd_import_diffgesture, "smplx-rig": cmd_smplx_rig, "doctor": cmd_doctor,
+                "bench": cmd_bench,
                 "make-test-model": cmd_make_test_model}
     try:
         if args.command == "worker":
