@@ -18,7 +18,7 @@ import time
 
 import bpy
 
-from .core import worker_client
+from .core import doctor_report, worker_client
 
 TORCH_VERSION = "2.13.0"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -95,6 +95,7 @@ class Job:
         self.thread: threading.Thread | None = None
         self.process: subprocess.Popen | None = None  # the step running now (install), so cancel can stop it
         self.cancel_requested = False
+        self.report: dict | None = None  # a check's `sheg doctor` report
 
     def start(self, target, *args) -> None:
         self.running, self.fraction, self.message, self.error, self.summary = True, 0.0, "Starting", "", ""
@@ -257,14 +258,28 @@ def _run_logged(what: str, command: list[str], log, job: Job, start: float, end:
 # --- check ----------------------------------------------------------------------------------------------------------
 
 def start_check(python: str, device: str, hubert: str | None = None, smplx_file: str = "",
-                on_done=None, block: bool = False) -> Job:
-    """Run the backend once (`hello`, then `load` of the default model) and summarise what works in one line."""
+                on_done=None, block: bool = False, model_paths=()) -> Job:
+    """Run the backend once (`hello`, `load` of the default model, then `sheg doctor` over the model folders) and
+    summarise what works in one line; `job.report` keeps the doctor's report (models, needs, fixes)."""
     if CHECK.running:
         return CHECK
-    return _run_job(CHECK, on_done, block, _check, python, device, hubert, smplx_file)
+    return _run_job(CHECK, on_done, block, _check, python, device, hubert, smplx_file, list(model_paths))
 
 
-def _check(job: Job, python: str, device: str, hubert: str | None, smplx_file: str) -> None:
+def run_doctor(python: str, model_paths, hubert: str | None = None, timeout: float = 300) -> dict:
+    """`python -m sheg doctor --json` over `model_paths`: the report dict; RuntimeError with one line if it fails."""
+    cmd = [python, "-m", "sheg", "doctor", "--json", *model_paths] + (["--hubert", hubert] if hubert else [])
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(worker_client.one_line(done.stderr.strip().splitlines()[-1] if done.stderr.strip()
+                                                  else f"sheg doctor exited with code {done.returncode}"))
+    import json
+
+    return json.loads(done.stdout)
+
+
+def _check(job: Job, python: str, device: str, hubert: str | None, smplx_file: str, model_paths: list) -> None:
+    job.report = None
     parts = []
     smplx_part = ("SMPL-X file: not set (stand-in rig)" if not smplx_file else
                   "SMPL-X file ok" if os.path.isfile(smplx_file) else "SMPL-X file missing")
@@ -280,10 +295,12 @@ def _check(job: Job, python: str, device: str, hubert: str | None, smplx_file: s
         job.summary = f"Python broken ({worker_client.one_line(str(exc))}) · {smplx_part}"
         return
     job.message = "Starting the worker"
+    sheg_runs = False
     client = worker_client.WorkerClient(python, log_path=os.path.join(backend_root(), "check.log"))
     try:
         client.start()
         hello = client.request("hello", timeout=180)
+        sheg_runs = True
         parts.append(f"sheg {hello.get('version')} ok")
         parts.append(f"torch {hello.get('torch', '?')} ok")
         devices = hello.get("devices", [])
@@ -306,6 +323,13 @@ def _check(job: Job, python: str, device: str, hubert: str | None, smplx_file: s
             parts.append(f"worker failed ({text})")
     finally:
         client.shutdown(timeout=2)
+    if sheg_runs:  # ask it what each model needs
+        job.message = "Checking the models"
+        try:
+            job.report = run_doctor(python, model_paths, hubert)
+            parts.append(doctor_report.summary_part(job.report))
+        except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as exc:
+            parts.append(f"sheg doctor failed ({worker_client.one_line(str(exc))})")
     if smplx_file and os.path.isfile(smplx_file):
         # the exact rig reads the file with the optional `smplx` package in the backend Python
         found = subprocess.run([python, "-c", "import smplx"], capture_output=True, timeout=120).returncode == 0

@@ -350,7 +350,7 @@ class SHEG_OT_check_backend(bpy.types.Operator):
         prefs = ShegPreferences.from_context(context)
         job = backend_env.start_check(prefs.backend_python(), prefs.device_name(), prefs.hubert(),
                                       bpy.path.abspath(prefs.smplx_model_path) if prefs.smplx_model_path else "",
-                                      on_done=_store_check_summary)
+                                      on_done=_store_check_summary, model_paths=prefs.model_folder_paths())
         if not job.running:
             self.report({"INFO"} if not job.error else {"ERROR"}, job.summary or job.error)
         return {"FINISHED"}

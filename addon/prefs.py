@@ -9,6 +9,7 @@ import bpy
 from bpy.props import CollectionProperty, EnumProperty, IntProperty, StringProperty
 
 from . import backend_env
+from .core import doctor_report
 
 DEFAULT_MODEL = "Default (embedded)"
 # The models inside the bundled backend: panel label -> the name the backend loads (None: its default).
@@ -84,13 +85,15 @@ class ShegPreferences(bpy.types.AddonPreferences):
     def hubert(self) -> str | None:
         return bpy.path.abspath(self.hubert_path) if self.hubert_path else None
 
+    def model_folder_paths(self) -> list[str]:
+        """The model folders of the list that exist (a model folder, or a folder holding model folders)."""
+        paths = [bpy.path.abspath(entry.path) for entry in self.model_folders if entry.path]
+        return [p for p in paths if os.path.isdir(p)]
+
     def models(self) -> list[tuple[str, str]]:
         """(label, folder) of every model found in the model folders, in list order."""
         found = []
-        for entry in self.model_folders:
-            root = bpy.path.abspath(entry.path) if entry.path else ""
-            if not root or not os.path.isdir(root):
-                continue
+        for root in self.model_folder_paths():
             if os.path.isfile(os.path.join(root, "model.json")):
                 candidates = [root]
             else:
@@ -137,6 +140,10 @@ class ShegPreferences(bpy.types.AddonPreferences):
             row.label(text=job.message + "...")
         elif self.check_summary:
             layout.label(text=self.check_summary)
+            if job.report:
+                box = layout.box()
+                for icon, text in doctor_report.model_lines(job.report):
+                    box.label(text=text, icon=icon)
 
     def _draw_managed(self, col):
         python = backend_env.managed_python()
