@@ -101,17 +101,29 @@ def cmd_generate(args) -> int:
 def _add_import(sub) -> None:
     p = sub.add_parser("import-diffsheg", help="convert an official DiffSHEG checkpoint to a model folder")
     p.add_argument("checkpoint", help="official .tar checkpoint (e.g. ckpt_e2599.tar or fgd_best.tar)")
-    p.add_argument("--profile", required=True, choices=["show", "beat"], help="which official model it is")
+    p.add_argument("--profile", default=None, choices=["show", "beat"],
+                   help="which official model it is (default: detected from the checkpoint's keys and shapes)")
     p.add_argument("--stats", required=True,
-                   help="normalization statistics: SHOW talkshow_mean_std.npy, or the BEAT stats folder")
+                   help="normalization statistics: DiffSHEG's assets/data.tar.gz, or from it SHOW "
+                        "talkshow_mean_std.npy or the BEAT stats folder")
     p.add_argument("-o", "--out", required=True, help="model folder to create")
+    p.add_argument("--json", action="store_true",
+                   help="JSON lines on stdout: {'event': 'progress', 'stage', 'fraction'} then {'event': 'done', ...}")
 
 
 def cmd_import(args) -> int:
-    from .checkpoint import import_diffsheg
+    from .checkpoint import import_diffsheg, read_model_meta
 
-    import_diffsheg(args.checkpoint, args.profile, args.stats, args.out)
-    print(f"wrote model folder {args.out}", file=sys.stderr)
+    def progress(stage, fraction):
+        if args.json:
+            print(json.dumps({"event": "progress", "stage": stage, "fraction": fraction}), flush=True)
+
+    out = import_diffsheg(args.checkpoint, args.profile, args.stats, args.out, progress=progress)
+    meta = read_model_meta(out)
+    if args.json:
+        print(json.dumps({"event": "done", "out": os.path.abspath(out), "name": meta["name"],
+                          "profile": meta["layout"], "fps": meta["fps"], "license": meta["license"]}), flush=True)
+    print(f"wrote model folder {args.out} ({meta['layout'].upper()} profile)", file=sys.stderr)
     return 0
 
 
