@@ -18,7 +18,7 @@ import time
 
 import bpy
 
-from . import backend_env, rig, strip_audio, takes
+from . import backend_env, regenerate, rig, strip_audio, takes
 from .core import rigfile, takefile, worker_client
 from .core.worker_client import DONE, FAILED, RUNNING, WorkerError
 from .prefs import ShegPreferences
@@ -90,8 +90,10 @@ class GenerationJob:
 
     def __init__(self, *, strip=None, audio_path=None, armature, face_mesh=None, model=None, seed=0, steps=25,
                  guidance=None, style=None, parts="both", python=None, start_frame=None, name=None,
-                 key_options=None):
+                 key_options=None, lock=None):
         self.key_options = dict(key_options or {})
+        # regeneration: {"take": take name, "frames": (first, last) scene frames or None, "parts": [...] or None}
+        self.lock = dict(lock) if lock else None
         self.strip_name = strip.name if strip is not None else None
         self.audio_path = bpy.path.abspath(audio_path) if audio_path else None
         self.armature_name = armature.name if armature is not None else None
@@ -152,13 +154,14 @@ class GenerationJob:
             self.start_frame = start
             if not self.name:
                 self.name = _take_name(self.source_audio or (self.strip_name or ""), self.model, self.seed)
+            keep = regenerate.keep_request(context, armature, self.lock, self.tmp_dir) if self.lock else None
             python = self.python or prefs.backend_python()
             client = worker_client.session_client(python, state_dir=backend_env.worker_state_dir(),
                                                   log_path=backend_env.worker_log_path())
             self.task = worker_client.GenerateTask(
                 client, audio=wav, out=os.path.join(self.tmp_dir, "take.npz"), model=self.model,
                 device=prefs.device_name(), hubert=prefs.hubert(), seed=self.seed, steps=self.steps,
-                guidance=self.guidance, style=self.style).start()
+                guidance=self.guidance, style=self.style, keep=keep).start()
         except BaseException:
             self.close()
             raise
@@ -185,6 +188,7 @@ class GenerationJob:
         take = dataclasses.replace(take, audio_file=self.source_audio or take.audio_file)
         info = takes.apply_take(context, take, armature=armature, face_mesh=face, start_frame=self.start_frame,
                                 name=self.name, parts=self.parts, **self.key_options)
+        regenerate.mark_take(bpy.data.actions[info["action"]], self.strip_name, self.lock)
         info.update(name=self.name, seed=self.seed, model=self.model or "default", steps=self.steps,
                     audio=self.source_audio, worker_seconds=self.task.result.get("seconds"))
         return info
@@ -242,6 +246,37 @@ def generate(strip=None, audio_path=None, armature=None, face_mesh=None, model=N
                         seed=seed, steps=steps, guidance=guidance, style=style, parts=parts, python=python,
                         start_frame=start_frame, name=name, key_options=key_options(settings, options))
     return job.run_blocking(context, timeout=timeout)
+
+
+def regenerate_take(take=None, armature=None, face_mesh=None, *, lock_frames=None, lock_parts=None, seed=None,
+                    model=None, steps=25, python=None, context=None, name=None, timeout=None, **options) -> dict:
+    """Regenerate a take with the same audio, keeping what is locked exactly; the new take is written like a
+    generated one (the old one stays). Blocks until done; returns the new take's info.
+
+    take: the take's name (default: the armature's newest); lock_frames: (first, last) scene frames, inclusive
+    (None: every frame); lock_parts: body-part names of core.locks.LOCK_PARTS, e.g. ["left_arm"] or ["face"]
+    (regenerate gesture from this face) (None: all parts); at least one of the two. seed: default the take's + 1;
+    model: default the embedded one. The locked values are the take's F-curves as they play now (edits included).
+    options: as generate().
+    """
+    context = context or bpy.context
+    settings = context.scene.sheg
+    armature = armature if armature is not None else settings.armature
+    face_mesh = face_mesh if face_mesh is not None else settings.face_mesh
+    job = regeneration_job(context, armature, face_mesh, take, lock_frames=lock_frames, lock_parts=lock_parts,
+                           seed=seed, model=model, steps=steps, python=python, name=name,
+                           key_options=key_options(settings, options))
+    return job.run_blocking(context, timeout=timeout)
+
+
+def regeneration_job(context, armature, face_mesh, take=None, *, lock_frames=None, lock_parts=None, seed=None,
+                     model=None, steps=25, python=None, name=None, key_options=None) -> GenerationJob:
+    """The GenerationJob of a regeneration (see regenerate_take); ValueError (one line) for a bad lock."""
+    if armature is None:
+        raise ValueError("no armature: pass armature= or choose one in the SHEG panel")
+    source = regenerate.source_of(context, armature, take, lock_frames, lock_parts, seed)
+    return GenerationJob(armature=armature, face_mesh=face_mesh, model=model, steps=steps, python=python,
+                         name=name, key_options=key_options, **source)
 
 
 def key_options(settings, overrides: dict) -> dict:

@@ -20,6 +20,7 @@ import time
 import bpy
 
 from .core import doctor_report, worker_client
+from .core.pip_output import pip_failure_cause
 
 TORCH_VERSION = "2.13.0"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -242,7 +243,7 @@ def _pip_progress(job: Job, start: float, end: float):
 
 def _run_logged(what: str, command: list[str], log, job: Job, start: float, end: float, on_line=None) -> None:
     """Run one step as a cancellable subprocess, its output into `log` and each line to on_line (default: pip's
-    progress). A failure raises RuntimeError with one line: the first ERROR/error line, else the last line."""
+    progress). A failure raises RuntimeError with one line: pip's cause, a `sheg: error:` line, else the last line."""
     on_line = on_line or _pip_progress(job, start, end)
     log.write("$ " + " ".join(command) + "\n")
     log.flush()
@@ -250,14 +251,12 @@ def _run_logged(what: str, command: list[str], log, job: Job, start: float, end:
                                           errors="replace", bufsize=1)
     if job.cancel_requested:  # cancelled between the check and the start
         proc.terminate()
-    last = first_error = ""
+    output = []
     for line in proc.stdout:
         log.write(line)
+        output.append(line)
         line = line.strip()
         if line:
-            last = line
-            if not first_error and line.startswith(("ERROR:", "sheg: error:")):
-                first_error = line.removeprefix("sheg: error:").strip()
             on_line(line)
     code = proc.wait()
     job.process = None
@@ -266,7 +265,11 @@ def _run_logged(what: str, command: list[str], log, job: Job, start: float, end:
         job.check_cancelled()
     if code != 0:
         log.flush()
-        raise RuntimeError(f"{what} failed: {first_error or last} (log: {log.name})")
+        sheg_error = next((line.strip()[len("sheg: error:"):].strip() for line in output
+                           if line.startswith("sheg: error:")), "")
+        cause = pip_failure_cause(output) or sheg_error or next(
+            (line.strip() for line in reversed(output) if line.strip()), f"exit code {code}")
+        raise RuntimeError(f"{what} failed: {cause} (log: {log.name})")
 
 
 # --- check ----------------------------------------------------------------------------------------------------------

@@ -52,26 +52,9 @@ def generate_problem(context) -> str | None:
             or ShegPreferences.from_context(context).licence_problem(settings.model_path()))
 
 
-class SHEG_OT_generate(bpy.types.Operator):
-    bl_idname = "sheg.generate"
-    bl_label = "Generate"
-    bl_description = "Generate gestures and expression for the sound strip (Esc cancels)"
-    bl_options = {"REGISTER", "UNDO"}
-
-    @classmethod
-    def poll(cls, context):
-        return _poll_with_reason(cls, generate_problem(context))
-
-    def _job(self, context) -> api.GenerationJob:
-        settings = context.scene.sheg
-        from_file = settings.audio_source == "FILE"
-        return api.GenerationJob(
-            strip=None if from_file else strip_audio.find_sound_strip(context.scene, settings.strip_name),
-            audio_path=settings.audio_file if from_file else None, armature=settings.armature,
-            face_mesh=settings.face_mesh, model=settings.model_path(), seed=settings.seed,
-            steps=settings.step_count(), guidance=settings.guidance if settings.use_guidance else None,
-            style=settings.style if settings.use_style else None, parts=settings.parts.lower(),
-            key_options=settings.key_options())
+class _GenerationOperator:
+    """Run a generation job: blocking in background mode, modal with a timer otherwise. Subclasses give _job.
+    A mixin, not an Operator: Blender loses a registered operator's Python class when another one subclasses it."""
 
     def _report_done(self, context, info: dict) -> None:
         message = (f"Take '{info['name']}': {info['frames']} frames from frame {info['start_frame']}, "
@@ -168,6 +151,55 @@ class SHEG_OT_generate(bpy.types.Operator):
         api.set_active_job(None)
         wm.sheg_job.running = False
         _redraw(context)
+
+
+class SHEG_OT_generate(_GenerationOperator, bpy.types.Operator):
+    bl_idname = "sheg.generate"
+    bl_label = "Generate"
+    bl_description = "Generate gestures and expression for the sound strip (Esc cancels)"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return _poll_with_reason(cls, generate_problem(context))
+
+    def _job(self, context) -> api.GenerationJob:
+        settings = context.scene.sheg
+        from_file = settings.audio_source == "FILE"
+        return api.GenerationJob(
+            strip=None if from_file else strip_audio.find_sound_strip(context.scene, settings.strip_name),
+            audio_path=settings.audio_file if from_file else None, armature=settings.armature,
+            face_mesh=settings.face_mesh, model=settings.model_path(), seed=settings.seed,
+            steps=settings.step_count(), guidance=settings.guidance if settings.use_guidance else None,
+            style=settings.style if settings.use_style else None, parts=settings.parts.lower(),
+            key_options=settings.key_options())
+
+
+class SHEG_OT_regenerate(_GenerationOperator, bpy.types.Operator):
+    bl_idname = "sheg.regenerate_take"
+    bl_label = "Regenerate"
+    bl_description = ("A new take with the same audio that keeps the locked frames and parts of this take exactly "
+                      "(Take Cleanup > Regenerate settings; Esc cancels)")
+    bl_options = {"REGISTER", "UNDO"}
+
+    take_name: bpy.props.StringProperty(name="Take", description="Take to regenerate (empty: the newest)")
+
+    @classmethod
+    def poll(cls, context):
+        settings = context.scene.sheg
+        return _poll_with_reason(cls, None if settings.armature is not None else "Choose the take's armature")
+
+    def _job(self, context) -> api.GenerationJob:
+        settings = context.scene.sheg
+        return api.regeneration_job(context, settings.armature, settings.face_mesh, self.take_name or None,
+                                    model=settings.model_path(), steps=settings.step_count(),
+                                    key_options=settings.key_options(), **settings.lock())
+
+    def invoke(self, context, event):
+        try:
+            return super().invoke(context, event)
+        except ValueError as exc:  # a bad lock, before anything starts
+            return self._fail(context, str(exc))
 
 
 class SHEG_OT_cancel(bpy.types.Operator):
@@ -485,7 +517,7 @@ class SHEG_OT_cancel_install(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (SHEG_OT_generate, SHEG_OT_cancel, SHEG_OT_new_seed, SHEG_OT_create_rig, SHEG_OT_import_take,
+classes = (SHEG_OT_generate, SHEG_OT_regenerate, SHEG_OT_cancel, SHEG_OT_new_seed, SHEG_OT_create_rig, SHEG_OT_import_take,
            SHEG_OT_export_take, SHEG_OT_remove_take, SHEG_OT_solo_take, SHEG_OT_check_backend,
            SHEG_OT_install_backend, SHEG_OT_cancel_install, SHEG_OT_add_model, SHEG_OT_cancel_add_model,
            SHEG_OT_accept_model_licence)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import bpy
 from bpy.props import EnumProperty, FloatProperty, StringProperty
 
-from . import takes
+from . import take_layers, takes
 from .core.worker_client import one_line
 
 KEYS_ITEMS = [("DENSE", "Dense", "One key per frame (exact, large files)"),
@@ -115,8 +115,8 @@ class SHEG_OT_add_tweak_layer(bpy.types.Operator, _TakeOperator):
 
     def execute(self, context):
         try:
-            info = takes.add_tweak_layer(context, context.scene.sheg.armature, self._take(context),
-                                         blend_type=self.blend_type)
+            info = take_layers.add_tweak_layer(context, context.scene.sheg.armature, self._take(context),
+                                               blend_type=self.blend_type)
         except ValueError as exc:
             return self._fail(exc)
         self.report({"INFO"}, f"Tweaking '{info['action']}': keys you insert now go to this layer")
@@ -173,8 +173,8 @@ class SHEG_OT_bake_take(bpy.types.Operator, _TakeOperator, _ToleranceOptions):
 
     def execute(self, context):
         try:
-            info = takes.bake_take(context, context.scene.sheg.armature, self._take(context),
-                                   keys=self.keys.lower(), **self._tolerances())
+            info = take_layers.bake_take(context, context.scene.sheg.armature, self._take(context),
+                                         keys=self.keys.lower(), **self._tolerances())
         except ValueError as exc:
             return self._fail(exc)
         self.report({"INFO"}, f"Baked '{info['action']}': {info['frames']} frames, {info['keys']} keys")

@@ -37,6 +37,15 @@ class SHEG_PT_take_cleanup(bpy.types.Panel):
             box = layout.box()
             box.label(text="Tweaking: new keys go to the tweak layer", icon="NLA")
             box.operator("sheg.finish_tweak", icon="CHECKMARK")
+        box = layout.box()
+        box.label(text="Regenerate keeps", icon="LOCKED")
+        row = box.row(align=True)
+        row.prop(settings, "lock_frames", text="")
+        sub = row.row(align=True)
+        sub.active = settings.lock_frames
+        sub.prop(settings, "lock_frame_start")
+        sub.prop(settings, "lock_frame_end")
+        box.prop(settings, "lock_parts")
         draw_take_boxes(layout, armature, _draw_take)
 
 
@@ -44,7 +53,7 @@ def _draw_take(box, take) -> None:
     row = box.row(align=True)
     row.label(text=take["name"], icon="HIDE_ON" if take["mute"] else "ACTION")
     for idname, icon in (("sheg.reduce_take_keys", "IPO_BEZIER"), ("sheg.add_tweak_layer", "NLA_PUSHDOWN"),
-                         ("sheg.bake_take", "KEYFRAME_HLT")):
+                         ("sheg.bake_take", "KEYFRAME_HLT"), ("sheg.regenerate_take", "FILE_REFRESH")):
         op = row.operator(idname, text="", icon=icon)
         op.take_name = take["name"]
     detail = f"{take['keys']} keys"

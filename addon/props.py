@@ -7,6 +7,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 from . import prefs as prefs_module
+from .core import locks
 
 QUALITY_STEPS = {"FAST": 10, "DEFAULT": 25, "HIGH": 50}
 
@@ -50,7 +51,7 @@ class SHEG_SceneSettings(bpy.types.PropertyGroup):
     steps: IntProperty(name="Steps", default=25, min=1, max=1000, description="DDIM denoising steps")
     use_guidance: BoolProperty(name="Guidance", default=False,
                                description="Override the model's classifier-free guidance scale")
-    guidance: FloatProperty(name="Guidance", default=1.0, min=0.0, soft_max=5.0,
+    guidance: FloatProperty(name="Guidance", default=1.0, min=0.0, max=10.0, soft_max=5.0,
                             description="Classifier-free guidance scale (1 = off)")
     use_style: BoolProperty(name="Style", default=False, description="Override the model's default speaker style")
     style: IntProperty(name="Style", default=0, min=0, description="Speaker/style index of the model")
@@ -72,6 +73,23 @@ class SHEG_SceneSettings(bpy.types.PropertyGroup):
                                    description="Largest shape-key value error of a reduced take")
     smoothing: FloatProperty(name="Smoothing", default=0.0, min=0.0, max=1.0, subtype="FACTOR",
                              description="Zero-phase low-pass before writing keys (0 = off)")
+
+    # what Regenerate keeps of a take (core.locks)
+    lock_frames: BoolProperty(name="Lock Frames", default=True,
+                              description="Keep the take exactly on a frame range; regenerate the rest around it")
+    lock_frame_start: IntProperty(name="From", default=1, description="First locked frame (scene frame)")
+    lock_frame_end: IntProperty(name="To", default=1, description="Last locked frame (scene frame, included)")
+    lock_parts: EnumProperty(
+        name="Lock Parts", options={"ENUM_FLAG"},
+        items=[(name.upper(), label, f"Keep the take's {label.lower()} exactly") for name, label in
+               locks.LOCK_PARTS.items()],
+        description="Body parts kept exactly (none: all parts on the locked frames)")
+
+    def lock(self) -> dict:
+        """api.regenerate_take's lock_frames / lock_parts these settings stand for."""
+        parts = [name.lower() for name in sorted(self.lock_parts)]
+        return {"lock_frames": (self.lock_frame_start, self.lock_frame_end) if self.lock_frames else None,
+                "lock_parts": parts or None}
 
     def key_options(self) -> dict:
         """The keyword options of takes.apply_take / import_take these settings stand for."""

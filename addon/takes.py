@@ -138,7 +138,29 @@ def apply_take(context, take: takefile.Take, *, armature, face_mesh=None, start_
     if key is not None:
         _check_editable(key, f"the shape keys of '{face_mesh.name}'")
 
-    action = bpy.data.actions.new(name or "Take")
+    def store(action):
+        _store_properties(action, take, plan, parts=parts, start_frame=int(start_frame), target_fps=target_fps,
+                          face_used=key is not None)
+        _store_key_options(action, keys, tolerances, smoothing)
+
+    action, track, stats = write_take_action(armature, key, plan, name=name or "Take", start_frame=start_frame,
+                                             keys=keys, tolerances=tolerances, store=store)
+    for joint in plan.joints:
+        armature.pose.bones[bone_names[joint]].rotation_mode = "QUATERNION"
+    return {
+        "action": action.name, "track": track.name, "frames": len(plan.frames), "start_frame": int(start_frame),
+        "end_frame": int(start_frame) + len(plan.frames) - 1, "joints": len(plan.joints),
+        "expressions": plan.expression_count, "fcurves": len(plan.bone_channels) + len(plan.shape_channels),
+        "keys_mode": keys, **stats, "missing_joints": plan.missing_joints, "scene_fps": target_fps,
+        "take_fps": take.fps,
+    }
+
+
+def write_take_action(armature, key, plan, *, name: str, start_frame: int, keys: str, tolerances: dict, store):
+    """A new Action with the plan's bone channels (OBJECT slot of `armature`) and shape channels (KEY slot of `key`,
+    when not None), pushed to a new NLA track on each; store(action) sets its custom properties. Nothing is left
+    behind on failure. Returns (action, armature track, merged keywriter stats)."""
+    action = bpy.data.actions.new(name)
     pushed = []  # (owner, track, created animation data)
     try:
         layer = action.layers.new("Layer")
@@ -151,30 +173,20 @@ def apply_take(context, take: takefile.Take, *, armature, face_mesh=None, start_
             key_slot = action.slots.new(id_type="KEY", name=key.name)
             stats.append(_write_fcurves(strip.channelbag(key_slot, ensure=True), plan.frames, plan.shape_channels,
                                         keys, tolerances))
-        _store_properties(action, take, plan, parts=parts, start_frame=int(start_frame), target_fps=target_fps,
-                          face_used=key is not None)
-        _store_key_options(action, keys, tolerances, smoothing)
+        store(action)
         track, created = _push_to_nla(armature, action, arm_slot, start_frame)
         pushed.append((armature, track, created))
         if key is not None:
             track_key, created = _push_to_nla(key, action, key_slot, start_frame)
             pushed.append((key, track_key, created))
-        for joint in plan.joints:
-            armature.pose.bones[bone_names[joint]].rotation_mode = "QUATERNION"
     except BaseException:
-        for owner, track, created in reversed(pushed):
-            owner.animation_data.nla_tracks.remove(track)
+        for owner, pushed_track, created in reversed(pushed):
+            owner.animation_data.nla_tracks.remove(pushed_track)
             if created:
                 owner.animation_data_clear()
         bpy.data.actions.remove(action)
         raise
-    return {
-        "action": action.name, "track": track.name, "frames": len(plan.frames), "start_frame": int(start_frame),
-        "end_frame": int(start_frame) + len(plan.frames) - 1, "joints": len(plan.joints),
-        "expressions": plan.expression_count, "fcurves": len(plan.bone_channels) + len(plan.shape_channels),
-        "keys_mode": keys, **_merge_stats(stats), "missing_joints": plan.missing_joints, "scene_fps": target_fps,
-        "take_fps": take.fps,
-    }
+    return action, track, _merge_stats(stats)
 
 
 def _store_key_options(action, keys: str, tolerances: dict, smoothing: float) -> None:
@@ -357,25 +369,6 @@ def reduce_take(context, armature, take_name: str, *, rotation_tolerance_deg: fl
             **{k: v for k, v in merged.items() if k != "dense_keys"}}
 
 
-def add_tweak_layer(context, armature, take_name: str, *, blend_type: str = "ADD",
-                    enter_tweak_mode: bool = True) -> dict:
-    """Additive NLA track(s) above a take for the artist's corrections (see take_layers.add_tweak_layer)."""
-    from . import take_layers
-
-    return take_layers.add_tweak_layer(context, armature, take_name, blend_type=blend_type,
-                                       enter_tweak_mode=enter_tweak_mode)
-
-
-def bake_take(context, armature, take_name: str, *, keys: str = "dense", rotation_tolerance_deg: float = 1.0,
-              location_tolerance: float = 0.001, shape_tolerance: float = 0.01, name: str | None = None) -> dict:
-    """Merge a take and its tweak layers into one new take action (see take_layers.bake_take)."""
-    from . import take_layers
-
-    return take_layers.bake_take(context, armature, take_name, keys=keys,
-                                 rotation_tolerance_deg=rotation_tolerance_deg, location_tolerance=location_tolerance,
-                                 shape_tolerance=shape_tolerance, name=name)
-
-
 # --- export -------------------------------------------------------------------------------------------------------
 
 def _sample(fcurve, frames: np.ndarray) -> np.ndarray:
@@ -383,17 +376,31 @@ def _sample(fcurve, frames: np.ndarray) -> np.ndarray:
     return keywriter.sample_fcurve(fcurve, frames)
 
 
-def export_take(context, armature, take_name: str, filepath: str) -> dict:
-    """Write a take .npz from its action, sampling the F-curves at the take's own frames (so artists' edits are
-    exported). Joints whose rotation curves exist are marked generated; others are at rest."""
-    action = _find_take_action(armature, take_name)
+def take_scene_frames(context, action) -> tuple:
+    """(take fps, take frames, (T,) scene frame of each take frame) of a take action."""
     fps = float(action.get("sheg_take_fps", 0.0))
     frames = int(action.get("sheg_take_frames", 0))
     if fps <= 0 or frames <= 0:
-        raise ValueError(f"take '{take_name}' lacks its frame rate/count properties; re-import it")
+        raise ValueError(f"take '{action.name}' lacks its frame rate/count properties; re-import it")
     # the scene fps and start frame the keys were written with (the scene's fps may have changed since)
     written_fps = float(action.get("sheg_scene_fps", _scene_fps(context.scene)))
-    sample_at = resample.take_frames_in_scene(frames, fps, written_fps, float(action.get("sheg_start_frame", 1)))
+    return fps, frames, resample.take_frames_in_scene(frames, fps, written_fps,
+                                                      float(action.get("sheg_start_frame", 1)))
+
+
+def export_take(context, armature, take_name: str, filepath: str) -> dict:
+    """Write a take .npz from its action, sampling the F-curves at the take's own frames (so artists' edits are
+    exported). Joints whose rotation curves exist are marked generated; others are at rest."""
+    take = take_from_action(context, armature, take_name)
+    takefile.write_take(filepath, take)
+    return {"path": filepath, "frames": take.frames, "fps": take.fps, "joints": int(take.generated_joints.sum()),
+            "expressions": 0 if take.expressions is None else int(np.any(take.expressions != 0, axis=0).sum())}
+
+
+def take_from_action(context, armature, take_name: str) -> takefile.Take:
+    """The take as its action plays now (edits included), at the take's own frames (see export_take)."""
+    action = _find_take_action(armature, take_name)
+    fps, frames, sample_at = take_scene_frames(context, action)
     bone_names = rig.find_smplx_bones(armature)
     joint_of_bone = {bone: joint for joint, bone in bone_names.items()}
     rotations, location, expressions, arkit = {}, {}, {}, {}
@@ -424,12 +431,10 @@ def export_take(context, armature, take_name: str, filepath: str) -> dict:
     loc = np.stack([location.get(i, np.zeros(frames)) for i in range(3)], axis=1) if location else None
     seed = action.get("sheg_seed")
     betas = action.get("sheg_betas")
-    take = channels.take_from_channels(
+    return channels.take_from_channels(
         fps=fps, frames=frames, rotations=quats, location=loc, expressions=expressions, arkit=arkit,
         bone_frames=rig.bone_frames(armature, bone_names), trans_origin=action.get("sheg_trans_origin"),
         model_id=str(action.get("sheg_model_id", "")), seed=None if seed is None else int(seed),
         audio_file=str(action.get("sheg_audio_file", "")), audio_sha256=str(action.get("sheg_audio_sha256", "")),
         gender=str(action.get("sheg_gender", "neutral")),
         betas=None if betas is None else np.array(list(betas), dtype=np.float32))
-    takefile.write_take(filepath, take)
-    return {"path": filepath, "frames": frames, "fps": fps, "joints": len(quats), "expressions": len(expressions)}

@@ -1,7 +1,9 @@
-"""Figures of take cleanup: dense vs reduced keys of the real BEAT2 take (whole take, default tolerances), the worst
-errors measured in Blender, .blend sizes, what smoothing does, and how long reducing an 18,000-frame take takes.
+"""Figures of take cleanup: dense vs reduced keys of a generated take (what users clean up; default tolerances 1 deg,
+1 mm, 0.01) and of the captured BEAT2 take (shape-key tolerance 0.01 and 0.05), the worst errors measured in Blender,
+.blend sizes, what smoothing does, and how long reducing an 18,000-frame take takes.
 
-    /work/main/.venv/bin/python blender_tests/bench_take_cleanup.py [--skip-synthetic]
+    .venv/bin/sheg generate speech.wav -o generated.npz     # >= 60 s of real speech, the embedded default model
+    .venv/bin/python blender_tests/bench_take_cleanup.py [--generated generated.npz] [--skip-synthetic]
 
 A script, not a test: timings depend on the machine. Errors are measured on what Blender plays: the pose after
 scene.frame_set at every frame (bone rotation angle, pelvis location, shape-key values) against the dense take.
@@ -56,11 +58,11 @@ def _pose_track(context, armature, face, frames):
     return np.array(out_q, np.float64), np.array(out_loc, np.float64), np.array(out_exp, np.float64)
 
 
-def _import(keys, smoothing=0.0, parts="both", save_to=None, measure=False):
+def _import(path, keys, smoothing=0.0, parts="both", save_to=None, measure=False, shape_tolerance=0.01):
     context, armature, face = _scene()
     start = time.perf_counter()
-    info = takes.import_take(context, BEAT2, armature=armature, face_mesh=face, start_frame=1, keys=keys,
-                             smoothing=smoothing, parts=parts)
+    info = takes.import_take(context, path, armature=armature, face_mesh=face, start_frame=1, keys=keys,
+                             smoothing=smoothing, parts=parts, shape_tolerance=shape_tolerance)
     info["seconds"] = time.perf_counter() - start
     if measure:
         info["pose"] = _pose_track(context, armature, face, range(1, info["end_frame"] + 1))
@@ -70,28 +72,34 @@ def _import(keys, smoothing=0.0, parts="both", save_to=None, measure=False):
     return info
 
 
-def beat2_figures(out_dir):
-    dense = _import("dense", save_to=os.path.join(out_dir, "dense.blend"), measure=True)
-    reduced = _import("reduced", save_to=os.path.join(out_dir, "reduced.blend"), measure=True)
-    (dq, dl, de), (rq, rl, re) = dense["pose"], reduced["pose"]
-    angle = keyreduce.group_error("quaternion", rq.reshape(-1, 4), dq.reshape(-1, 4)).max()
-    location = np.linalg.norm(rl - dl, axis=1).max()
-    shape = np.abs(re - de).max()
-    print(f"BEAT2 {os.path.basename(BEAT2)}: {dense['frames']} frames at 30 fps, {dense['fcurves']} F-curves")
+def take_figures(path, out_dir, shape_tolerances=(0.01,), smoothing=(0.25, 0.5)):
+    dense = _import(path, "dense", save_to=os.path.join(out_dir, "dense.blend"), measure=True)
+    dq, dl, de = dense["pose"]
+    first = None  # reduced keys at the first shape tolerance
+    print(f"{os.path.basename(path)}: {dense['frames']} frames at 30 fps ({dense['frames'] / 30.0:.1f} s), "
+          f"{dense['fcurves']} F-curves")
     print(f"  dense   keys {dense['keys']:>8}   .blend {dense['size'] / 1e6:7.2f} MB   write {dense['seconds']:.2f} s")
-    print(f"  reduced keys {reduced['keys']:>8}   .blend {reduced['size'] / 1e6:7.2f} MB   "
-          f"write {reduced['seconds']:.2f} s   (1 deg / 1 mm / 0.01)")
-    print(f"  ratio   keys {dense['keys'] / reduced['keys']:.2f}x   file {dense['size'] / reduced['size']:.2f}x")
-    print(f"  worst error after frame_set, all frames: rotation {angle:.4f} deg, pelvis {location * 1000:.3f} mm, "
-          f"shape keys {shape:.5f}  (reduction's own: {reduced['max_rotation_error_deg']:.4f} deg, "
-          f"{reduced['max_location_error'] * 1000:.3f} mm, {reduced['max_shape_error']:.5f})")
-    body = _import("reduced", parts="body")
+    for shape_tolerance in shape_tolerances:
+        reduced = _import(path, "reduced", save_to=os.path.join(out_dir, "reduced.blend"), measure=True,
+                          shape_tolerance=shape_tolerance)
+        first = first if shape_tolerance != shape_tolerances[0] else reduced["keys"]
+        rq, rl, re = reduced["pose"]
+        angle = keyreduce.group_error("quaternion", rq.reshape(-1, 4), dq.reshape(-1, 4)).max()
+        location = np.linalg.norm(rl - dl, axis=1).max()
+        shape = np.abs(re - de).max()
+        print(f"  reduced keys {reduced['keys']:>8}   .blend {reduced['size'] / 1e6:7.2f} MB   "
+              f"write {reduced['seconds']:.2f} s   (1 deg / 1 mm / {shape_tolerance})")
+        print(f"    ratio keys {dense['keys'] / reduced['keys']:.2f}x   file {dense['size'] / reduced['size']:.2f}x")
+        print(f"    worst error after frame_set, all frames: rotation {angle:.4f} deg, pelvis {location * 1000:.3f} mm, "
+              f"shape keys {shape:.5f}  (reduction's own: {reduced['max_rotation_error_deg']:.4f} deg, "
+              f"{reduced['max_location_error'] * 1000:.3f} mm, {reduced['max_shape_error']:.5f})")
+    body = _import(path, "reduced", parts="body")
     body_dense = body["dense_keys"]
-    print(f"  body part only (parts='body', 52 bones + pelvis location): dense {body_dense}, reduced {body['keys']} "
-          f"-> {body_dense / body['keys']:.2f}x;  expressions alone: "
-          f"{(dense['keys'] - body_dense) / max(reduced['keys'] - body['keys'], 1):.2f}x (approx.)")
-    for strength in (0.25, 0.5):
-        smooth = _import("reduced", smoothing=strength)
+    print(f"  body part only (parts='body'): dense {body_dense}, reduced {body['keys']} "
+          f"-> {body_dense / body['keys']:.2f}x;  expressions alone ({shape_tolerances[0]}): "
+          f"{(dense['keys'] - body_dense) / max(first - body['keys'], 1):.2f}x (approx.)")
+    for strength in smoothing:
+        smooth = _import(path, "reduced", smoothing=strength)
         print(f"  smoothing {strength}: reduced keys {smooth['keys']} -> {dense['keys'] / smooth['keys']:.2f}x "
               f"(errors measured against the smoothed take)")
 
@@ -123,11 +131,16 @@ def synthetic_figures():
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--generated", help="a take .npz generated by `sheg generate` (>= 60 s of speech)")
     parser.add_argument("--skip-synthetic", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as out_dir:
+        if args.generated:
+            print("Generated take (default tolerances):")
+            take_figures(args.generated, out_dir, smoothing=())
         if os.path.isfile(BEAT2):
-            beat2_figures(out_dir)
+            print("Captured BEAT2 take:")
+            take_figures(BEAT2, out_dir, shape_tolerances=(0.01, 0.05))
         else:
             print(f"BEAT2 take not found at {BEAT2}")
     if not args.skip_synthetic:

@@ -217,10 +217,20 @@ def test_torch_pip_arguments_follow_the_device(addon):
     assert env.managed_python().startswith(_USER_RESOURCES)
 
 
-def test_managed_install_creates_the_venv_and_reports_a_pip_failure_in_one_line(addon, tmp_path, monkeypatch):
-    """A torch version no index has makes the (large) torch step fail fast, after the venv step ran for real."""
+@pytest.mark.parametrize("constraints", [None, "torch<=2.14.1\n"], ids=["plain-pip", "pip-with-constraints"])
+def test_managed_install_creates_the_venv_and_reports_a_pip_failure_in_one_line(addon, tmp_path, monkeypatch,
+                                                                                constraints):
+    """A torch version no index has makes the (large) torch step fail fast, after the venv step ran for real. pip
+    runs with a config of the test's own (none, or a constraints file as some machines have globally), so the
+    machine's pip.conf cannot change the outcome; either way the error names the cause, not pip's generic hint."""
     env = addon_module("backend_env")
     monkeypatch.setattr(env, "TORCH_VERSION", "0.0.0")
+    for name in [k for k in os.environ if k.startswith("PIP_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    if constraints:
+        (tmp_path / "constraints.txt").write_text(constraints)
+        monkeypatch.setenv("PIP_CONSTRAINT", str(tmp_path / "constraints.txt"))
     empty_index = tmp_path / "index"
     empty_index.mkdir()
     job = env.Job("install-test")
@@ -230,6 +240,9 @@ def test_managed_install_creates_the_venv_and_reports_a_pip_failure_in_one_line(
     assert not job.running
     assert os.path.isfile(env.venv_python(venv))  # step 1 worked with this interpreter
     assert "Installing PyTorch failed" in job.error and "torch==0.0.0" in job.error
+    assert "for help visit" not in job.error
+    if constraints:  # the conflict pip names, with the constraint that caused it
+        assert "conflicting dependencies" in job.error and "(constraint) torch<=2.14.1" in job.error, job.error
     assert f"(log: {log})" in job.error and "\n" not in job.error
     with open(log) as f:
         text = f.read()
@@ -713,3 +726,79 @@ def test_panels_and_preferences_draw(gen_scene, backend_prefs):
     type(backend_prefs).draw(PanelStandIn(LayoutProbe(drawn), backend_prefs), bpy.context)
     assert "sheg.install_backend" in drawn and "label:Not installed yet" in drawn
     assert any(d.startswith("label:Online access is off") for d in drawn)
+
+
+# --- bad input through the add-on (the backend's own suite: backend/tests/test_bad_input.py) --------------------------
+
+def _bad_take(path, kind: str, good_take: str) -> str:
+    if kind == "corrupt":
+        with open(path, "wb") as f:
+            f.write(b"PK\x03\x04" + bytes(300))
+    elif kind == "object-array":
+        np.savez(path, poses=np.array([{"a": 1}], dtype=object), mocap_frame_rate=30.0)
+    elif kind == "truncated":
+        data = open(good_take, "rb").read()
+        with open(path, "wb") as f:
+            f.write(data[: len(data) // 2])
+    elif kind == "nan-poses":
+        poses = np.zeros((20, 165), np.float32)
+        poses[7, 3] = np.nan
+        np.savez(path, poses=poses, mocap_frame_rate=30.0)
+    elif kind == "no-frame-rate":
+        np.savez(path, poses=np.zeros((20, 165), np.float32))
+    return str(path)
+
+
+@pytest.mark.parametrize("kind,expected", [
+    ("corrupt", "cannot read"), ("object-array", "cannot read"), ("truncated", "cannot read"),
+    ("nan-poses", "NaN or infinite values (first at frame 7)"), ("no-frame-rate", "has no frame rate"),
+])
+def test_import_take_refuses_bad_files_in_one_line_and_changes_nothing(scene, tmp_path, kind, expected):
+    armature, face = addon_module("api").create_rig()
+    good = str(tmp_path / "good.npz")
+    np.savez(good, poses=np.zeros((40, 165), np.float32), expressions=np.zeros((40, 100), np.float32),
+             mocap_frame_rate=30.0)
+    bad = _bad_take(tmp_path / f"ünï côdé {kind}.npz", kind, good)
+    before = scene_state(armature), face.data.shape_keys.animation_data
+    with pytest.raises(RuntimeError) as info:
+        bpy.ops.sheg.import_take(filepath=bad)
+    message = str(info.value).strip()
+    assert expected in message and "\n" not in message and "Traceback" not in message, message
+    assert (scene_state(armature), face.data.shape_keys.animation_data) == before
+    assert bpy.ops.sheg.import_take(filepath=good) == {"FINISHED"}  # a good file under the same scene still works
+
+
+@pytest.mark.worker
+@pytest.mark.parametrize("kind,expected", [
+    ("text", "cannot decode"), ("empty", "cannot decode"), ("nan", "NaN or infinite samples"),
+    ("tampered-model", "is not valid JSON"),
+])
+def test_generate_from_a_bad_file_or_model_is_one_line_and_changes_nothing(gen_scene, tmp_path, kind, expected):
+    scene, strip, armature, face, model = gen_scene
+    settings = scene.sheg
+    if kind == "tampered-model":
+        import shutil
+
+        broken = tmp_path / "broken-model"
+        shutil.copytree(model, broken)
+        (broken / "model.json").write_text((broken / "model.json").read_text()[:-30])
+        settings.model = str(broken)
+    else:
+        audio = tmp_path / f"späch {kind}.wav"
+        if kind == "text":
+            audio.write_text("not audio\n" * 40)
+        elif kind == "empty":
+            audio.write_bytes(b"")
+        else:
+            samples = (0.2 * np.sin(np.arange(32000) / 10)).astype(np.float32)
+            samples[100:200] = np.nan
+            import soundfile
+
+            soundfile.write(str(audio), samples, 16000, subtype="FLOAT")
+        settings.audio_source, settings.audio_file = "FILE", str(audio)
+    before = scene_state(armature), face.data.shape_keys.animation_data
+    with pytest.raises(RuntimeError) as info:
+        bpy.ops.sheg.generate()
+    message = str(info.value).strip()
+    assert expected in message and "\n" not in message and "Traceback" not in message, message
+    assert (scene_state(armature), face.data.shape_keys.animation_data) == before

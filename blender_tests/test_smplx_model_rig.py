@@ -62,6 +62,15 @@ def _data_counts():
                                                              "shape_keys", "actions")}
 
 
+@pytest.fixture(autouse=True)
+def private_tempdir(tmp_path, monkeypatch):
+    """The add-on's temporary rig folders go to this test's own folder, so other processes using /tmp at the same
+    time (another test run, another Blender) cannot make the leftover check fail."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+
+
 def _temp_rigs():
     return set(glob.glob(os.path.join(tempfile.gettempdir(), "sheg-rig-*")))
 

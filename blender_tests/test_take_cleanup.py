@@ -20,7 +20,7 @@ from mathutils import Quaternion  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
-from addon import keywriter, rig, takes  # noqa: E402
+from addon import keywriter, rig, take_layers, takes  # noqa: E402
 from addon.core import channels, keyreduce, quaternions, smplx, takefile  # noqa: E402
 
 BEAT2 = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data", "beat2", "2_scott_0_1_1.npz"))
@@ -289,7 +289,7 @@ def test_tweak_layer_keys_offset_the_pose_exactly_and_leave_the_take_alone(conte
                             start_frame=1, name="take", keys="reduced")
     take_action = bpy.data.actions[info["action"]]
     snapshot = _key_snapshot(take_action)
-    layer = takes.add_tweak_layer(context, armature, "take")
+    layer = take_layers.add_tweak_layer(context, armature, "take")
     key = face.data.shape_keys
     assert armature.animation_data.use_tweak_mode and key.animation_data.use_tweak_mode
     assert armature.animation_data.action.name == layer["action"] == key.animation_data.action.name
@@ -334,7 +334,7 @@ def test_combine_tweak_layer_rotates_by_the_keyed_quaternion(context, standin, b
     armature, face = standin
     info = takes.apply_take(context, _slice(beat2_arrays, frames=40), armature=armature, start_frame=1,
                             name="take", parts="body")
-    layer = takes.add_tweak_layer(context, armature, "take", blend_type="COMBINE", enter_tweak_mode=False)
+    layer = take_layers.add_tweak_layer(context, armature, "take", blend_type="COMBINE", enter_tweak_mode=False)
     assert not armature.animation_data.use_tweak_mode
     tweak = bpy.data.actions[layer["action"]]
     bag = tweak.layers[0].strips[0].channelbag(tweak.slots[0])
@@ -356,7 +356,7 @@ def test_bake_merges_take_and_tweaks_into_one_editable_take(context, standin, be
     armature, face = standin
     takes.apply_take(context, _slice(beat2_arrays, frames=60), armature=armature, face_mesh=face, start_frame=1,
                      name="take", keys="reduced")
-    takes.add_tweak_layer(context, armature, "take")
+    take_layers.add_tweak_layer(context, armature, "take")
     scene = context.scene
     for frame, shift in ((10, 0.04), (40, -0.03)):
         scene.frame_set(frame)
@@ -371,7 +371,7 @@ def test_bake_merges_take_and_tweaks_into_one_editable_take(context, standin, be
     for frame in range(1, 61):
         scene.frame_set(frame)
         before.append(_evaluated(armature, face))
-    info = takes.bake_take(context, armature, "take", keys=keys)
+    info = take_layers.bake_take(context, armature, "take", keys=keys)
     assert not armature.animation_data.use_tweak_mode
     tracks = armature.animation_data.nla_tracks
     assert [(t.name, t.mute) for t in tracks] == [("take", True), ("take tweak 1", True), ("take baked", False)]
@@ -394,7 +394,7 @@ def test_remove_take_takes_its_tweak_layers_along(context, standin, beat2_arrays
     armature, face = standin
     takes.apply_take(context, _slice(beat2_arrays, frames=30), armature=armature, face_mesh=face, start_frame=1,
                      name="take")
-    layer = takes.add_tweak_layer(context, armature, "take")
+    layer = take_layers.add_tweak_layer(context, armature, "take")
     takes.remove_take(armature, "take")
     assert len(armature.animation_data.nla_tracks) == 0 and len(face.data.shape_keys.animation_data.nla_tracks) == 0
     assert layer["action"] not in bpy.data.actions and "take" not in bpy.data.actions

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import quaternions, resample, smplx
+from . import arkit, quaternions, resample, smplx
 from .takefile import Take
 
 
@@ -131,11 +131,14 @@ def build_channels(take: Take, *, bone_names: dict, bone_frames: dict | None = N
             for c, i in enumerate(columns):
                 plan.shape_channels.append(Channel(shape_key_path(expression_keys[i]), 0, smplx.EXPRESSIONS_GROUP,
                                                    values[:, c]))
-        if take.arkit_weights is not None and arkit_keys:
-            columns = [c for c, n in enumerate(take.arkit_names) if n in arkit_keys]
-            values = resample.resample_linear(take.arkit_weights[:, columns], positions).astype(np.float32)
+        arkit_names, arkit_weights = take.arkit_names, take.arkit_weights
+        if arkit_weights is None and arkit_keys and take.generated_joints[smplx.JAW]:
+            arkit_names, arkit_weights = arkit.weights_from_jaw(take.poses[:, smplx.JAW])  # SHOW-layout takes
+        if arkit_weights is not None and arkit_keys:
+            columns = [c for c, n in enumerate(arkit_names) if n in arkit_keys]
+            values = resample.resample_linear(arkit_weights[:, columns], positions).astype(np.float32)
             for out, c in enumerate(columns):
-                plan.shape_channels.append(Channel(shape_key_path(arkit_keys[take.arkit_names[c]]), 0,
+                plan.shape_channels.append(Channel(shape_key_path(arkit_keys[arkit_names[c]]), 0,
                                                    smplx.EXPRESSIONS_GROUP, values[:, out]))
         plan.expression_count = len(plan.shape_channels)
     return plan

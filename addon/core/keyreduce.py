@@ -7,17 +7,19 @@ computed in float32 (`berekeny`). A frame within 1e-4 of a key returns the key's
 the end key's (CONSTANT extrapolation). `evaluate_segments` / `evaluate_fcurve` replicate exactly that, so a reduced
 curve's error is measured on what Blender will play, not on an idealised spline.
 
-Keys written here are cubic Hermite: a key stores the dense value at its frame and one slope m; its handles lie on
-that tangent at a third of the neighbouring key intervals (left handle x - dx_left/3, right handle x + dx_right/3),
-so x(u) is linear and the handles are ALIGNED (a smooth curve that an artist edits like any Bezier). A segment's curve
-depends only on its two end keys, which keeps every step local:
+Keys written here are cubic Hermite: a key stores a value and one slope m; its handles lie on that tangent at a third
+of the neighbouring key intervals (left handle x - dx_left/3, right handle x + dx_right/3), so x(u) is linear and the
+handles are ALIGNED (a smooth curve that an artist edits like any Bezier). A segment's curve depends only on its two
+end keys, which keeps every step local:
   1. subdivide: starting from the end frames, insert the worst frame of every segment over tolerance (new keys take
-     the dense derivative, central differences, as slope) until no segment is over;
-  2. remove: drop every key whose two neighbouring segments merge within tolerance (non-adjacent keys at a time,
-     until none can go);
-  3. refine (one round by default): give the keys the slopes that minimise the squared error over all frames
-     (a tridiagonal system per channel), keeping the previous slope at both ends of any segment this would push
-     over tolerance, then remove again.
+     the dense value and the dense derivative, central differences, as slope) until no segment is over;
+  2. remove: drop every key whose two neighbouring segments merge within tolerance (non-adjacent keys at a time);
+  3. remove with refit (rounds until a round drops almost nothing): for each key, fit the VALUES and slopes of its
+     two neighbours by least squares over the three segments around them (outer keys fixed, so nothing else moves)
+     and drop the key where the refitted curve stays within tolerance at every frame, the refitted keys included;
+     the removals made are the locally cheapest ones, four keys apart so they never interact.
+Fitted key values (not the dense samples) are what lengthens segments: a curve through the samples wastes the
+tolerance band, a fitted one uses all of it (on a generated 65 s take: 5.3x fewer keys instead of 3.9x).
 Vectorised over all segments of all channel groups at once. The search evaluates segments with a fast replica
 (hermite_sample_values: Newton instead of Cardano for the time solve, equal to float32 rounding); the result is then
 checked with the exact replica, and a reduction aims 1e-4 (relative) under the tolerance, so the written curve is
@@ -340,7 +342,7 @@ def group_error(kind: str, approx: np.ndarray, dense: np.ndarray) -> np.ndarray:
 def _expand(a: np.ndarray, b: np.ndarray):
     """Interior frames of segments (a, b): (segment of each sample, frame index of each sample, first sample of each
     segment, samples per segment)."""
-    count = b - a - 1
+    count = np.maximum(b - a - 1, 0)  # a == b (no segment) has no frames
     seg = np.repeat(np.arange(len(a)), count)
     starts = np.cumsum(count) - count
     return seg, a[seg] + 1 + (np.arange(len(seg)) - starts[seg]), starts, count
@@ -349,14 +351,14 @@ def _expand(a: np.ndarray, b: np.ndarray):
 class _Batch:
     """Channel groups of one kind and width, reduced together: values (G, N, C).
 
-    `slopes` holds the slope each frame would get as a key: the dense derivative until a refinement round gives the
-    current keys least-squares slopes.
+    `values` and `slopes` hold the value and slope each frame has, or would get, as a key: the dense value and
+    derivative until a refit moves them (values are then fitted, not the dense samples).
     """
 
     def __init__(self, frames, dense, kind, tolerance):
         self.x = np.asarray(frames, dtype=np.float64)
         self.dense = np.asarray(dense, dtype=np.float64)                    # (G, N, C) what the error compares to
-        self.keys = self.dense.astype(_F32)                                  # what a key stores
+        self.values = self.dense.copy()
         self.dense_slopes = np.moveaxis(dense_slopes(self.x, np.moveaxis(self.dense, 1, 0)), 0, 1)  # (G, N, C)
         self.slopes = self.dense_slopes.copy()
         self.width = self.dense.shape[2]
@@ -365,17 +367,19 @@ class _Batch:
         self.exact = False  # True: evaluate_segments (Cardano, Blender's branches) instead of the Newton fast path
         self.limit = np.asarray(tolerance, dtype=np.float64) * _TOLERANCE_MARGIN  # (G,)
 
-    def segment_errors(self, g, a, b):
-        """Max error and its frame index over the interior of segments (g, a, b) (int arrays, b > a + 1), with the
-        curve Blender evaluates from the keys' values and current slopes (hermite_segment_values; exact replica
-        when self.exact). Returns (max_error (S,), index (S,))."""
-        seg, idx, starts, _ = _expand(a, b)
-        n = len(self.x)
-        row_a, row_b = g * n + a, g * n + b  # per segment
+    def _rows(self, array, g, i):
+        return array.reshape(-1, self.width).take(g * len(self.x) + i, axis=0)
+
+    def curve_errors(self, g, a, b, y0, m0, y3, m3):
+        """Max error and its frame index over the interior of segments (g, a, b) (int arrays) whose end keys have
+        values y0, y3 and slopes m0, m3 ((S, C)), as Blender evaluates them (Newton fast path, or the exact
+        replica when self.exact). A segment without interior frames has error 0 at index a."""
+        seg, idx, starts, count = _expand(a, b)
+        worst = np.zeros(len(a))
+        worst_idx = a.copy()
+        if not len(seg):
+            return worst, worst_idx
         x0, x3 = self.x[a], self.x[b]
-        y0, y3 = self.flat_dense.take(row_a, axis=0), self.flat_dense.take(row_b, axis=0)
-        slopes = self.slopes.reshape(-1, self.width)
-        m0, m3 = slopes.take(row_a, axis=0), slopes.take(row_b, axis=0)
         if self.exact:  # per sample
             x0, x3, y0, y3, m0, m3 = x0[seg], x3[seg], y0[seg], y3[seg], m0[seg], m3[seg]
             third = ((x3 - x0) / 3.0)[:, None]
@@ -383,11 +387,22 @@ class _Batch:
                                        y3 - m3 * third, x3, y3)
         else:
             values = hermite_sample_values(self.x[idx], seg, *hermite_coefficients(x0, y0, m0, x3, y3, m3))
-        err = group_error(self.kind, values, self.flat_dense.take(g[seg] * n + idx, axis=0))
-        worst = np.maximum.reduceat(err, starts)
-        at = np.where(err == worst[seg], np.arange(len(err)), len(err))
-        worst_idx = idx[np.minimum.reduceat(at, starts)]
+        err = group_error(self.kind, values, self.flat_dense.take(g[seg] * len(self.x) + idx, axis=0))
+        has = count > 0
+        seg_worst = np.maximum.reduceat(err, starts[has])
+        worst[has] = seg_worst
+        at = np.where(err == np.repeat(seg_worst, count[has]), np.arange(len(err)), len(err))
+        worst_idx[has] = idx[np.minimum.reduceat(at, starts[has])]
         return worst, worst_idx
+
+    def segment_errors(self, g, a, b):
+        """curve_errors of segments (g, a, b) with the keys' current values and slopes."""
+        return self.curve_errors(g, a, b, self._rows(self.values, g, a), self._rows(self.slopes, g, a),
+                                 self._rows(self.values, g, b), self._rows(self.slopes, g, b))
+
+    def key_errors(self, g, i, y):
+        """Error at key frames (g, i) of keys storing values y (S, C) (Blender returns a key's own float32 value)."""
+        return group_error(self.kind, y.astype(_F32), self._rows(self.dense, g, i))
 
     def _segments(self, keep):
         """(g, a, b) of every segment between neighbouring kept keys."""
@@ -395,19 +410,9 @@ class _Batch:
         same = kg[1:] == kg[:-1]
         return kg[:-1][same], ki[:-1][same], ki[1:][same]
 
-    def _violations(self, keep) -> np.ndarray:
-        """(g, a, b) segments over tolerance, as a (3, S) array."""
-        g, a, b = self._segments(keep)
-        inner = b - a > 1
-        g, a, b = g[inner], a[inner], b[inner]
-        if not len(a):
-            return np.zeros((3, 0), dtype=np.int64)
-        worst, _ = self.segment_errors(g, a, b)
-        bad = worst > self.limit[g]
-        return np.stack([g[bad], a[bad], b[bad]])
-
     def _subdivide(self, keep) -> None:
-        """Insert the worst frame of every segment over tolerance until none is (new keys take dense slopes)."""
+        """Insert the worst frame of every segment over tolerance until none is (new keys take the dense value and
+        slope)."""
         g, a, b = self._segments(keep)
         while len(a):
             inner = b - a > 1
@@ -418,6 +423,7 @@ class _Batch:
             bad = worst > self.limit[g]
             g, a, b, at = g[bad], a[bad], b[bad], at[bad]
             keep[g, at] = True
+            self.values[g, at] = self.dense[g, at]
             self.slopes[g, at] = self.dense_slopes[g, at]
             g, a, b = np.concatenate([g, g]), np.concatenate([a, at]), np.concatenate([at, b])
 
@@ -440,90 +446,98 @@ class _Batch:
             chosen = interior[removable & (position % 2 == 0)]
             keep[kg[chosen], ki[chosen]] = False
 
-    def _least_squares_slopes(self, keep) -> np.ndarray:
-        """(G, N, C) slopes with the kept keys' slopes minimising the squared error over all frames (values fixed),
-        a small pull towards the dense slopes keeping every system well posed. Tridiagonal per group and channel,
-        solved for all groups at once."""
-        groups, _, width = self.dense.shape
-        counts = keep.sum(axis=1)
-        kmax = int(counts.max())
+    def _refit_removal(self, keep) -> int:
+        """One round of removals with refitted neighbours: for every interior key, refit the value and slope of its
+        neighbours p, n by least squares over the three segments pp-p, p-n, n-nn (the outer keys fixed, so nothing
+        outside changes); the removal is possible where all three segments and both refitted keys stay within
+        tolerance. Of the possible removals, those whose worst error is the smallest within three keys either side
+        are made (keys four apart never share a refitted key or a segment). Returns the number of keys dropped."""
         kg, ki = np.nonzero(keep)
-        pos = np.arange(len(kg)) - (np.cumsum(counts) - counts)[kg]         # key number within its group
-        g, a, b = self._segments(keep)
-        first = pos[:-1][kg[1:] == kg[:-1]]                                   # key number of each segment's start
-        diag = np.zeros((groups, kmax))
-        off = np.zeros((groups, kmax))
-        rhs = np.zeros((groups, kmax, width))
-        seg, idx, starts, count = _expand(a, b)
-        if len(seg):
-            gs, ia, ib = g[seg], a[seg], b[seg]
-            h = self.x[ib] - self.x[ia]
-            t = (self.x[idx] - self.x[ia]) / h
+        counts = keep.sum(axis=1)
+        pos = np.arange(len(kg)) - (np.cumsum(counts) - counts)[kg]
+        cand = np.flatnonzero((pos > 0) & (pos < counts[kg] - 1))
+        if not len(cand):
+            return 0
+        g, p, n = kg[cand], ki[cand - 1], ki[cand + 1]
+        pp = np.where(pos[cand] > 1, ki[np.maximum(cand - 2, 0)], p)                   # pp == p: no left segment
+        nn = np.where(pos[cand] < counts[g] - 2, ki[np.minimum(cand + 2, len(ki) - 1)], n)
+        unknowns = np.stack([self._rows(self.values, g, p), self._rows(self.slopes, g, p),
+                             self._rows(self.values, g, n), self._rows(self.slopes, g, n)], axis=1)  # (K, 4, C)
+        # samples: interior frames of the three segments and the frames of p and n; design rows over the unknowns
+        # (y_p, m_p, y_n, m_n) and the fixed part from the outer keys (cubic Hermite: x(u) is linear, u = t)
+        rows, cands, idxs, fixed = [], [], [], []
+        for kind_, (a, b) in enumerate(((pp, p), (p, n), (n, nn))):
+            seg, idx, _, _ = _expand(a, b)
+            h = self.x[b[seg]] - self.x[a[seg]]
+            t = (self.x[idx] - self.x[a[seg]]) / h
             t2, t3 = t * t, t * t * t
-            wa = (t3 - 2 * t2 + t) * h                                        # d value / d left slope
-            wb = (t3 - t2) * h                                                # d value / d right slope
-            base = ((2 * t3 - 3 * t2 + 1)[:, None] * self.dense[gs, ia]
-                    + (3 * t2 - 2 * t3)[:, None] * self.dense[gs, ib])
-            e = self.dense[gs, idx] - base
-            has = count > 0
-            st = starts[has]
-            sg, sf = g[has], first[has]
+            h00, h10, h01, h11 = 2 * t3 - 3 * t2 + 1, (t3 - 2 * t2 + t) * h, 3 * t2 - 2 * t3, (t3 - t2) * h
+            zero = np.zeros_like(t)
+            gs = g[seg]
+            if kind_ == 0:
+                rows.append(np.stack([h01, h11, zero, zero], axis=1))
+                fixed.append(h00[:, None] * self._rows(self.values, gs, a[seg])
+                             + h10[:, None] * self._rows(self.slopes, gs, a[seg]))
+            elif kind_ == 1:
+                rows.append(np.stack([h00, h10, h01, h11], axis=1))
+                fixed.append(np.zeros((len(t), self.width)))
+            else:
+                rows.append(np.stack([zero, zero, h00, h10], axis=1))
+                fixed.append(h01[:, None] * self._rows(self.values, gs, b[seg])
+                             + h11[:, None] * self._rows(self.slopes, gs, b[seg]))
+            cands.append(seg)
+            idxs.append(idx)
+        k = np.arange(len(cand))
+        for i, column in ((p, 0), (n, 2)):
+            row = np.zeros((len(cand), 4))
+            row[:, column] = 1.0
+            rows.append(row)
+            fixed.append(np.zeros((len(cand), self.width)))
+            cands.append(k)
+            idxs.append(i)
+        A, c, idx = np.concatenate(rows), np.concatenate(cands), np.concatenate(idxs)
+        r = self.flat_dense.take(g[c] * len(self.x) + idx, axis=0) - np.concatenate(fixed)
+        normal = np.zeros((len(cand), 4, 4))
+        rhs = np.zeros((len(cand), 4, self.width))
+        for i in range(4):
+            for j in range(i, 4):
+                normal[:, i, j] = normal[:, j, i] = np.bincount(c, A[:, i] * A[:, j], minlength=len(cand))
+            for ch in range(self.width):
+                rhs[:, i, ch] = np.bincount(c, A[:, i] * r[:, ch], minlength=len(cand))
+        # a small pull towards the current keys keeps systems with few samples well posed
+        ridge = 1e-6 * np.einsum("kii->ki", normal) + 1e-12
+        normal[:, np.arange(4), np.arange(4)] += ridge
+        fit = np.linalg.solve(normal, rhs + ridge[..., None] * unknowns)
+        yp, mp, yn, mn = fit[:, 0], fit[:, 1], fit[:, 2], fit[:, 3]
+        left, _ = self.curve_errors(g, pp, p, self._rows(self.values, g, pp), self._rows(self.slopes, g, pp), yp, mp)
+        middle, _ = self.curve_errors(g, p, n, yp, mp, yn, mn)
+        right, _ = self.curve_errors(g, n, nn, yn, mn, self._rows(self.values, g, nn), self._rows(self.slopes, g, nn))
+        worst = np.maximum.reduce([left, middle, right, self.key_errors(g, p, yp), self.key_errors(g, n, yn)])
+        score = np.full(len(kg), np.inf)
+        score[cand] = np.where(worst <= self.limit[g], worst / self.limit[g], np.inf)
+        ok = np.isfinite(score[cand])
+        for shift in (1, 2, 3):  # a local minimum within three keys (same group; ties go to the left key)
+            left = np.concatenate([np.full(shift, np.inf), score[:-shift]])
+            right = np.concatenate([score[shift:], np.full(shift, np.inf)])
+            left_same = np.concatenate([np.zeros(shift, bool), kg[shift:] == kg[:-shift]])
+            right_same = np.concatenate([kg[:-shift] == kg[shift:], np.zeros(shift, bool)])
+            ok &= ~(left_same & (left <= score))[cand] & ~(right_same & (right < score))[cand]
+        g, p, n = g[ok], p[ok], n[ok]
+        keep[g, ki[cand[ok]]] = False
+        self.values[g, p], self.slopes[g, p] = yp[ok], mp[ok]
+        self.values[g, n], self.slopes[g, n] = yn[ok], mn[ok]
+        return int(ok.sum())
 
-            def total(v):
-                return np.add.reduceat(v, st, axis=0)
-
-            np.add.at(diag, (sg, sf), total(wa * wa))
-            np.add.at(diag, (sg, sf + 1), total(wb * wb))
-            np.add.at(off, (sg, sf), total(wa * wb))
-            np.add.at(rhs, (sg, sf), total(wa[:, None] * e))
-            np.add.at(rhs, (sg, sf + 1), total(wb[:, None] * e))
-        ridge = 1e-3 * (1.0 + diag)
-        dense_at_keys = np.zeros((groups, kmax, width))
-        dense_at_keys[kg, pos] = self.dense_slopes[kg, ki]
-        rhs += ridge[..., None] * dense_at_keys
-        diag += ridge
-        # Thomas algorithm along the keys (padding rows are identity: diag 1+1e-3, off 0, rhs 0)
-        cp = np.zeros((groups, kmax))
-        dp = np.zeros((groups, kmax, width))
-        cp[:, 0] = off[:, 0] / diag[:, 0]
-        dp[:, 0] = rhs[:, 0] / diag[:, 0, None]
-        for i in range(1, kmax):
-            den = diag[:, i] - off[:, i - 1] * cp[:, i - 1]
-            cp[:, i] = off[:, i] / den
-            dp[:, i] = (rhs[:, i] - off[:, i - 1, None] * dp[:, i - 1]) / den[:, None]
-        m = np.zeros((groups, kmax, width))
-        m[:, -1] = dp[:, -1]
-        for i in range(kmax - 2, -1, -1):
-            m[:, i] = dp[:, i] - cp[:, i, None] * m[:, i + 1]
-        slopes = self.slopes.copy()
-        slopes[kg, ki] = m[kg, pos]
-        return slopes
-
-    def _refine_slopes(self, keep) -> None:
-        """Give the keys least-squares slopes where that keeps every segment within tolerance: keys at the ends of
-        segments that would break it keep their previous slopes (reverting all is the previous, valid state)."""
-        previous = self.slopes
-        self.slopes = self._least_squares_slopes(keep)
-        for _ in range(64):
-            g, a, b = self._violations(keep)
-            if not len(g):
-                return
-            self.slopes[g, a] = previous[g, a]
-            self.slopes[g, b] = previous[g, b]
-        self.slopes = previous
-
-    def reduce(self, rounds: int = 1) -> np.ndarray:
-        """(G, N) bool mask of the kept keys: subdivide, remove, then rounds of least-squares slopes + removal."""
+    def reduce(self, rounds: int = 40) -> np.ndarray:
+        """(G, N) bool mask of the kept keys: subdivide, remove, then rounds of removal with refitted neighbours
+        until a round drops (almost) nothing."""
         groups, n = self.dense.shape[:2]
         keep = np.zeros((groups, n), dtype=bool)
         keep[:, 0] = keep[:, -1] = True
         self._subdivide(keep)
         self._remove(keep)
         for _ in range(rounds):
-            before = int(keep.sum())
-            self._refine_slopes(keep)
-            self._remove(keep)
-            if int(keep.sum()) == before:
+            if self._refit_removal(keep) <= 0.0005 * keep.sum():
                 break
         return keep
 
@@ -532,9 +546,9 @@ class _Batch:
         for gi in range(len(keep)):
             idx = np.flatnonzero(keep[gi])
             kx = self.x[idx]
-            lx, ly, rx, ry = hermite_handles(kx, self.dense[gi, idx], self.slopes[gi, idx])
-            out.append(ReducedKeys(indices=idx, frames=kx.astype(_F32), values=self.keys[gi, idx], left_x=lx,
-                                   left_y=ly, right_x=rx, right_y=ry, max_error=0.0))
+            lx, ly, rx, ry = hermite_handles(kx, self.values[gi, idx], self.slopes[gi, idx])
+            out.append(ReducedKeys(indices=idx, frames=kx.astype(_F32), values=self.values[gi, idx].astype(_F32),
+                                   left_x=lx, left_y=ly, right_x=rx, right_y=ry, max_error=0.0))
         return out
 
 

@@ -351,11 +351,14 @@ class GenerateTask:
 
     def __init__(self, client: WorkerClient, *, audio: str, out: str, model: str | None = None,
                  device: str = "auto", hubert: str | None = None, seed: int = 0, steps: int | None = None,
-                 guidance: float | None = None, style: int | None = None, kill_after: float = 0.5):
+                 guidance: float | None = None, style: int | None = None, kill_after: float = 0.5,
+                 keep: dict | None = None):
         self.client = client
         self.audio, self.out = audio, out
         self.model, self.device, self.hubert = model, device, hubert
         self.options = {"seed": int(seed), "steps": steps, "guidance": guidance, "style": style}
+        if keep is not None:  # constrained regeneration: {"take": NPZ, "frames": [[a, b]] | None, "parts": [...]}
+            self.options["keep"] = keep
         self.kill_after = kill_after
         self.state = RUNNING
         self.fraction = 0.0

@@ -20,14 +20,16 @@ import time
 import numpy as np
 import torch
 
-from .audio import AudioFeatureSpec, mel_features
-from .layouts import BEAT, SHOW
-from .pipeline import Model, load_model, resolve_device
+from sheg.data.audio import AudioFeatureSpec, mel_features
+from sheg.motion.layouts import BEAT, SHOW
+from sheg.inference.unieg_model import Model
+from sheg.inference.load import load_model
+from sheg.inference.base import resolve_device
 
 
 def official_model(profile: str, device: torch.device) -> Model:
     """Official-size SHOW or BEAT UniEG with random weights and the official sampling settings."""
-    from .unieg import UniEG, UniEGConfig
+    from sheg.nets.unieg import UniEG, UniEGConfig
 
     torch.manual_seed(0)
     config = UniEGConfig.official_show() if profile == "show" else UniEGConfig.official_beat()

@@ -10,13 +10,16 @@ import json
 import os
 import sys
 
-from . import __version__
-from .errors import ShegError
+from sheg.version import __version__
+from sheg.errors import ShegError, os_error_line
+from sheg.io.take import check_writable
 
 EXIT_USAGE = 2
 
 
 def _add_generate(sub) -> None:
+    from sheg.motion.layouts import PARTS
+
     p = sub.add_parser("generate", help="generate takes (.npz) from speech audio files",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3, ...)")
@@ -33,6 +36,14 @@ def _add_generate(sub) -> None:
     p.add_argument("--no-resample", action="store_true", help="FOPPAS fast mode: no RePaint resampling jumps")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="compute device")
     p.add_argument("--hubert", default=None, help="HuBERT-large folder or model id (models that use HuBERT)")
+    p.add_argument("--keep", default=None,
+                   help="constrained regeneration: a take .npz of the same audio whose values are kept exactly")
+    p.add_argument("--keep-frames", default=None,
+                   help="with --keep: take frames to keep, START:STOP from 0, STOP excluded, comma-separated "
+                        "(default: all)")
+    p.add_argument("--keep-parts", default=None,
+                   help="with --keep: body parts to keep, comma-separated, of: " + ", ".join(PARTS)
+                        + " (default: all)")
     p.add_argument("--fps-mode", default=None, choices=["native", "official-15"],
                    help="official-15: the official SHOW custom-audio path (mel hop 1200 at 18 kHz, 15 frames/s) "
                         "instead of the model's 30 fps (default: the model card's fps_mode, else native)")
@@ -42,22 +53,37 @@ def _add_generate(sub) -> None:
 
 def _outputs_for(audio: list[str], out: str) -> list[str]:
     if len(audio) == 1 and out.lower().endswith(".npz"):
+        check_writable(out)
         return [out]
     if os.path.exists(out) and not os.path.isdir(out):
         raise ShegError(f"{out} exists and is not a folder: with several audio files, -o must be a folder")
     names = [os.path.splitext(os.path.basename(a))[0] + ".npz" for a in audio]
     if len(set(names)) != len(names):
         raise ShegError("two audio files have the same name: generate them into different folders")
-    return [os.path.join(out, n) for n in names]
+    outputs = [os.path.join(out, n) for n in names]
+    for path in outputs:
+        check_writable(path)
+    return outputs
 
 
 def cmd_generate(args) -> int:
-    from .pipeline import load_model
+    from sheg.inference.load import load_model
 
     for path in args.audio:  # fail before loading anything
+        if os.path.isdir(path):
+            raise ShegError(f"{path} is a folder, not an audio file: name the files inside it")
         if not os.path.isfile(path):
             raise ShegError(f"audio file not found: {path}")
     outputs = _outputs_for(args.audio, args.out)
+    keep = {}
+    if args.keep is not None:
+        if len(args.audio) != 1:
+            raise ShegError("--keep regenerates one take: give exactly one audio file")
+        keep = {"keep": args.keep, "keep_frames": args.keep_frames, "keep_parts": args.keep_parts}
+        if not os.path.isfile(args.keep):
+            raise ShegError(f"take to keep not found: {args.keep}")
+    elif args.keep_frames is not None or args.keep_parts is not None:
+        raise ShegError("--keep-frames and --keep-parts need --keep TAKE.npz (the take whose values are kept)")
     model = load_model(args.model, device=args.device, hubert=args.hubert, fps_mode=args.fps_mode)
     results = []
     for audio, out in zip(args.audio, outputs):
@@ -76,7 +102,7 @@ def cmd_generate(args) -> int:
         try:
             take = model.generate(audio, seed=args.seed, steps=args.steps, guidance=args.guidance, style=args.style,
                                   overlap=args.overlap, jumps=args.jumps, resample=not args.no_resample,
-                                  progress=progress)
+                                  progress=progress, **keep)
         finally:
             if bar is not None:
                 bar.n = bar.total if bar.n else bar.n
@@ -112,7 +138,7 @@ def _add_import(sub) -> None:
 
 
 def cmd_import(args) -> int:
-    from .checkpoint import import_diffsheg, read_model_meta
+    from sheg.io.checkpoint import import_diffsheg, read_model_meta
 
     def progress(stage, fraction):
         if args.json:
@@ -135,7 +161,7 @@ def _add_import_diffgesture(sub) -> None:
 
 
 def cmd_import_diffgesture(args) -> int:
-    from .diffgesture import import_diffgesture
+    from sheg.io.diffgesture_dir import import_diffgesture
 
     import_diffgesture(args.checkpoint, args.out)
     print(f"wrote model folder {args.out}", file=sys.stderr)
@@ -154,7 +180,7 @@ def _add_smplx_rig(sub) -> None:
 
 
 def cmd_smplx_rig(args) -> int:
-    from .smplx_rig import export_rig
+    from sheg.io.smplx_rig import export_rig
 
     summary = export_rig(args.model, args.out, gender=args.gender)
     if args.json:
@@ -174,7 +200,7 @@ def _add_doctor(sub) -> None:
 
 
 def cmd_doctor(args) -> int:
-    from .doctor import diagnose, format_report
+    from sheg.doctor import diagnose, format_report
 
     report = diagnose(args.models, hubert=args.hubert)
     print(json.dumps(report, indent=1) if args.json else format_report(report))
@@ -195,7 +221,7 @@ def _add_bench(sub) -> None:
 
 
 def cmd_bench(args) -> int:
-    from .bench import run_bench
+    from sheg.bench import run_bench
 
     rows = run_bench(models=args.model, seconds=args.seconds, device=args.device, steps=args.steps,
                      jumps=args.jumps, dtype=args.dtype)
@@ -213,15 +239,22 @@ def _add_test_model(sub) -> None:
 
 
 def cmd_make_test_model(args) -> int:
-    from .testing import make_tiny_model_dir
+    from sheg.testing import make_tiny_model_dir
 
     make_tiny_model_dir(args.out, seed=args.seed, layout=args.layout)
     print(f"wrote tiny random model {args.out}", file=sys.stderr)
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (not the usage block first), like every other sheg error."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"sheg: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sheg", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="sheg", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"sheg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_generate(sub)
@@ -233,12 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_test_model(sub)
     try:
-        from .train import build_parser as add_train
+        from sheg.train.loop import build_parser as add_train
         add_train(sub)
     except ImportError:
         pass
     try:
-        from .evaluate import build_parser as add_eval
+        from sheg.evaluation.evaluate import build_parser as add_eval
         add_eval(sub)
     except ImportError:
         pass
@@ -254,7 +287,7 @@ def main(argv=None) -> int:
                 "make-test-model": cmd_make_test_model}
     try:
         if args.command == "worker":
-            from .worker import run_worker
+            from sheg.worker import run_worker
 
             return run_worker()
         if args.command in handlers:
@@ -266,9 +299,19 @@ def main(argv=None) -> int:
     except ShegError as exc:
         print(f"sheg: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:
+        print(f"sheg: error: {os_error_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("sheg: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not bad input: still one line; the traceback on request
+        if os.environ.get("SHEG_DEBUG"):
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"sheg: error: internal error ({type(exc).__name__}: {first}); please report it with the output of "
+              f"SHEG_DEBUG=1 sheg {args.command} ...", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

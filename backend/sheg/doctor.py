@@ -12,8 +12,8 @@ import json
 import os
 import sys
 
-from . import __version__
-from .errors import ShegError
+from sheg.errors import ShegError
+from sheg.version import __version__
 
 HUBERT_ID = "facebook/hubert-large-ls960-ft"
 # A HuBERT folder in the Hugging Face layout: its config, its feature extractor, and one of its weight files.
@@ -67,11 +67,11 @@ def check_model(path: str, hubert: str | None = None) -> dict:
                 raise ShegError(f"{meta_file} is not valid JSON ({exc})") from None
         arch = meta.get("arch")
         if arch == "diffgesture":
-            from .diffgesture import _validate as validate_diffgesture  # the loader's own check, weights aside
+            from sheg.io.diffgesture_dir import _validate as validate_diffgesture  # the loader's check, weights aside
 
             validate_diffgesture(meta, path)
         else:
-            from .checkpoint import read_model_meta
+            from sheg.io.checkpoint import read_model_meta
 
             meta = read_model_meta(path)
     except (OSError, ValueError, AttributeError, ShegError) as exc:
@@ -110,7 +110,7 @@ def diagnose(paths=(), hubert: str | None = None) -> dict:
     """The whole report: versions, devices, the optional packages and one entry per model (embedded ones first)."""
     import torch
 
-    from .pipeline import EMBEDDED_MODELS_DIR, embedded_models
+    from sheg.inference.base import EMBEDDED_MODELS_DIR, embedded_models
 
     folders = [os.path.join(EMBEDDED_MODELS_DIR, n) for n in embedded_models()] + model_folders(paths)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .layouts import get_layout
+from sheg.motion.layouts import get_layout
 
 # What differs between the two layouts' tiny models: the audio rate of the official profile (SHOW 30 fps, BEAT 15 fps),
 # and BEAT's lack of classifier-free guidance, as in the official checkpoints.
@@ -16,20 +16,21 @@ _TINY = {
 
 def tiny_config(layout: str = "show", hubert_dim: int | None = None):
     """A tiny UniEG config for `layout`; with `hubert_dim` it reads HuBERT features of that width."""
-    from .unieg import UniEGConfig
+    from sheg.nets.unieg import UniEGConfig
 
     spec = get_layout(layout)
     return UniEGConfig(gesture_dim=spec.gesture_dim, expression_dim=spec.expression_dim, style_dim=2,
                        latent_dim=32, ff_size=64, num_layers=2, num_heads=4, aud_latent_dim=32,
-                       use_hubert=hubert_dim is not None, hubert_dim=hubert_dim or 1024, classifier_free=_TINY[layout]["classifier_free"])
+                       use_hubert=hubert_dim is not None, hubert_dim=hubert_dim or 1024,
+                       classifier_free=_TINY[layout]["classifier_free"])
 
 
 def make_tiny_model_dir(out_dir: str, seed: int = 0, window: int = 32, overlap: int = 4, layout: str = "show",
                         hubert: str | None = None, hubert_dim: int = 1024) -> str:
     """Write a model folder with a tiny random UniEG in the SHOW (30 fps) or BEAT (15 fps, ARKit) layout; mel only
     unless `hubert` names a HuBERT model (folder or id) whose `hubert_dim`-wide features the model then reads."""
-    from .checkpoint import save_model_dir
-    from .unieg import UniEG
+    from sheg.io.checkpoint import save_model_dir
+    from sheg.nets.unieg import UniEG
 
     spec, rates = get_layout(layout), _TINY[layout]
     torch.manual_seed(seed)

@@ -14,10 +14,14 @@ import sys
 import threading
 import traceback
 
-from . import __version__
-from .errors import Cancelled, ShegError
+from sheg.version import __version__
+from sheg.errors import Cancelled, ShegError, os_error_line
+from sheg.io.take import check_writable
 
 PROTOCOL_VERSION = 1
+MAX_LINE_BYTES = 1 << 20  # a request is a few hundred bytes; a longer line is skipped, never held in memory
+# generate's optional fields and their JSON types (None = the model's default); values are range-checked by the model
+GENERATE_FIELDS = {"seed": int, "steps": int, "guidance": (int, float), "style": int, "overlap": int, "jumps": int}
 
 
 class _Channel:
@@ -60,7 +64,7 @@ class Worker:
                 "torch": torch.__version__, "devices": _devices(), "pid": os.getpid()}
 
     def load(self, req: dict) -> dict:
-        from .pipeline import load_model
+        from sheg.inference.load import load_model
 
         key = (req.get("model"), req.get("device", "auto"), req.get("hubert"), req.get("fps_mode"))
         if self.model is None or key != self.model_key:
@@ -73,8 +77,15 @@ class Worker:
     def generate(self, req: dict, rid) -> dict:
         if self.model is None:
             self.load({k: req.get(k) for k in ("model", "hubert", "fps_mode")} | {"device": req.get("device", "auto")})
-        if not req.get("audio") or not req.get("out"):
-            raise ShegError("generate needs 'audio' (input file) and 'out' (take .npz path)")
+        if not isinstance(req.get("audio"), str) or not isinstance(req.get("out"), str) or not req["audio"] \
+                or not req["out"]:
+            raise ShegError("generate needs 'audio' (input file) and 'out' (take .npz path) as strings")
+        for name, kind in GENERATE_FIELDS.items():
+            value = req.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+                raise ShegError(f"generate: '{name}' must be a {'number' if name == 'guidance' else 'whole number'} "
+                                f"or null, got {json.dumps(value)[:40]}")
+        check_writable(req["out"])  # before minutes of work, not after
         self.cancel_event.clear()
 
         def progress(event: dict) -> None:
@@ -82,9 +93,16 @@ class Worker:
                 raise Cancelled("generation cancelled")
             self.channel.send(id=rid, event="progress", **event)
 
-        take = self.model.generate(req["audio"], seed=int(req.get("seed", 0)), steps=req.get("steps"),
+        keep = req.get("keep")
+        if keep is not None and not (isinstance(keep, dict) and keep.get("take")):
+            raise ShegError("generate's 'keep' must be {\"take\": NPZ, \"frames\": [[start, stop], ...] or null, "
+                            "\"parts\": [names] or null}")
+        options = {} if keep is None else {"keep": keep["take"], "keep_frames": keep.get("frames"),
+                                           "keep_parts": keep.get("parts")}
+        seed = 0 if req.get("seed") is None else req["seed"]
+        take = self.model.generate(req["audio"], seed=seed, steps=req.get("steps"),
                                    guidance=req.get("guidance"), style=req.get("style"),
-                                   overlap=req.get("overlap"), jumps=req.get("jumps"), progress=progress)
+                                   overlap=req.get("overlap"), jumps=req.get("jumps"), progress=progress, **options)
         if self.cancel_event.is_set():
             raise Cancelled("generation cancelled")
         take.save(req["out"])
@@ -111,6 +129,8 @@ class Worker:
             reply = {"event": "cancelled"}
         except ShegError as exc:
             reply = {"event": "error", "message": str(exc)}
+        except OSError as exc:
+            reply = {"event": "error", "message": os_error_line(exc)}
         except MemoryError:
             reply = {"event": "error", "message": "out of memory: try shorter audio, fewer steps or --device cpu"}
         except Exception as exc:  # never a dead pipe: report, log the traceback to stderr, carry on
@@ -123,6 +143,20 @@ class Worker:
         return True
 
 
+def _bounded_lines(stream):
+    """The stream's lines; None in place of a line longer than MAX_LINE_BYTES, whose rest is read and dropped."""
+    while True:
+        line = stream.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        if len(line) > MAX_LINE_BYTES and not line.endswith("\n"):
+            while line and not line.endswith("\n"):
+                line = stream.readline(MAX_LINE_BYTES)
+            yield None
+            continue
+        yield line
+
+
 def run_worker(stdin=None, stdout=None) -> int:
     stdin = stdin or sys.stdin
     channel = _Channel(stdout or sys.stdout)
@@ -132,7 +166,11 @@ def run_worker(stdin=None, stdout=None) -> int:
     requests: queue.Queue = queue.Queue()
 
     def read_requests() -> None:
-        for line in stdin:
+        for line in _bounded_lines(stdin):
+            if line is None:
+                channel.send(id=None, event="error", message=f"request line longer than {MAX_LINE_BYTES} characters: "
+                                                             "skipped (requests carry file paths, not data)")
+                continue
             line = line.strip()
             if not line:
                 continue

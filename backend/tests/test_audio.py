@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sheg.audio import AudioFeatureSpec, load_audio, mel_features, num_motion_frames
+from sheg.data.audio import AudioFeatureSpec, load_audio, mel_features, num_motion_frames
 from sheg.errors import BadInput
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared")
@@ -47,7 +47,7 @@ def test_mel_matches_librosa_on_real_speech():
 
 
 def test_mel_chunking_is_seamless(monkeypatch):
-    import sheg.audio as audio
+    import sheg.data.audio as audio
 
     wave = np.random.default_rng(0).standard_normal(18000 * 3).astype(np.float32)
     whole = mel_features(wave, AudioFeatureSpec())
@@ -106,7 +106,7 @@ def test_two_hour_file_memory_stays_bounded(tmp_path):
             f.write(block)
     code = (
         "import resource, sys\n"
-        "from sheg.audio import load_audio, mel_features, AudioFeatureSpec\n"
+        "from sheg.data.audio import load_audio, mel_features, AudioFeatureSpec\n"
         f"w = load_audio({str(path)!r}, 18000)\n"
         "m = mel_features(w, AudioFeatureSpec())\n"
         "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"

@@ -9,10 +9,10 @@ import torch
 
 from official_format import (SHARED_DATA, listing_path, rewrite_official_tar, write_official_stats,
                              write_official_tar)
-from sheg.checkpoint import (MODEL_JSON, MODEL_WEIGHTS, import_diffsheg, load_model_dir, official_stats,
+from sheg.io.checkpoint import (MODEL_JSON, MODEL_WEIGHTS, import_diffsheg, load_model_dir, official_stats,
                              read_model_meta, read_official_checkpoint, save_model_dir)
 from sheg.errors import BadInput, CheckpointError
-from sheg.unieg import UniEG, UniEGConfig
+from sheg.nets.unieg import UniEG, UniEGConfig
 
 torch.set_num_threads(1)
 
@@ -398,7 +398,7 @@ def test_wrong_or_damaged_files_are_one_line_and_write_nothing(work, show_tar, d
 
 
 def test_a_checkpoint_of_neither_profile_is_named(work):
-    from sheg.checkpoint import detect_profile
+    from sheg.io.checkpoint import detect_profile
 
     state = {"encoder_exp.pid_embed.0.weight": torch.zeros(2048, 7)}
     with pytest.raises(CheckpointError, match="7 style slots and no classifier-free .* matches neither"):

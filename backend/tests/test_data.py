@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sheg.audio import AudioFeatureSpec
-from sheg.data import (STD_FLOOR, _axis_angle_to_quat, _quat_to_axis_angle, build_training_data, find_takes,
+from sheg.data.audio import AudioFeatureSpec
+from sheg.data.windows import (STD_FLOOR, _axis_angle_to_quat, _quat_to_axis_angle, build_training_data, find_takes,
                        resample_motion, window_starts)
 from sheg.errors import BadInput
-from sheg.layouts import SHOW, show_vector_from_take
+from sheg.motion.layouts import SHOW, show_vector_from_take
 
 SPEC = AudioFeatureSpec(sample_rate=18000, hop_length=600, log=True)
 BEAT2 = Path(__file__).resolve().parents[3] / "shared" / "data" / "beat2" / "2_scott_0_1_1.npz"
@@ -84,8 +84,8 @@ def test_windows_have_the_right_shapes_stride_and_exclude_the_holdout(tmp_path):
         assert starts.max() + 32 <= stop
     val_starts = data.val.index[:, 1]
     assert len(data.val) > 0 and val_starts.min() >= 75
-    vec, mel, hub = data.train.gather([0, 1, len(data.train) - 1])
-    assert vec.shape == (3, 32, SHOW.dim) and mel.shape == (3, 32, 128) and hub is None
+    vec, mel, hub, known = data.train.gather([0, 1, len(data.train) - 1])
+    assert vec.shape == (3, 32, SHOW.dim) and mel.shape == (3, 32, 128) and hub is None and known is None
     assert vec.dtype == np.float32 and mel.dtype == np.float32
     # statistics are those of the training frames only
     raw = np.concatenate([show_vector_from_take(*_arrays(tmp_path / f"{n}.npz"))[:stop]

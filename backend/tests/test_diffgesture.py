@@ -16,14 +16,15 @@ import pytest
 import soundfile as sf
 import torch
 
-from sheg.diffgesture import (DiffGestureConfig, DiffGestureDenoiser, DiffGestureNet, diffgesture_meta,
-                              diffgesture_training_loss, import_diffgesture, load_diffgesture_dir,
-                              load_diffgesture_model, make_training_windows, save_diffgesture_dir, seed_context)
-from sheg.diffusion import NoiseSchedule, randn
+from sheg.nets.diffgesture import DiffGestureConfig, DiffGestureDenoiser, DiffGestureNet, seed_context
+from sheg.io.diffgesture_dir import diffgesture_meta, import_diffgesture, load_diffgesture_dir, save_diffgesture_dir
+from sheg.train.diffgesture import diffgesture_training_loss, make_training_windows
+from sheg.inference.diffgesture_model import load_diffgesture_model
+from sheg.diffusion.gaussian import NoiseSchedule, randn
 from sheg.errors import BadInput, Cancelled, CheckpointError
-from sheg.safe_unpickle import Placeholder, UnsafePickle, placeholder_state, restricted_loads, safe_torch_load
-from sheg.sampling import ddpm_sample, guided
-from sheg.ted import TED10, generated_joints
+from sheg.io.safe_unpickle import Placeholder, UnsafePickle, placeholder_state, restricted_loads, safe_torch_load
+from sheg.diffusion.samplers import ddpm_sample, guided
+from sheg.motion.ted import TED10, generated_joints
 
 torch.set_num_threads(1)
 

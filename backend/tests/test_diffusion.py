@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sheg.diffusion import LossWeights, NoiseSchedule, ddim_timesteps, diffusion_loss
+from sheg.diffusion.gaussian import LossWeights, NoiseSchedule, ddim_timesteps, diffusion_loss
 from sheg.errors import BadInput, ShegError
 
 torch.set_num_threads(1)

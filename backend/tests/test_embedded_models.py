@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from sheg.errors import BadInput
-from sheg.pipeline import embedded_models, resolve_model_path
-from sheg.take import read_take
+from sheg.inference.base import embedded_models, resolve_model_path
+from sheg.io.take import read_take
 from sheg_cli import run_cli
 
 SPEECH = Path(__file__).resolve().parents[2] / "assets" / "speech" / "arctic_a0007.wav"

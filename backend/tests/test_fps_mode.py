@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 
 import sheg
-from sheg.audio import AudioFeatureSpec, load_audio, mel_features
+from sheg.data.audio import AudioFeatureSpec, load_audio, mel_features
 from sheg.errors import BadInput
 from sheg.testing import make_tiny_model_dir
 from sheg_cli import run_cli

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sheg.audio import HUBERT_KERNEL, HUBERT_STRIDE, hubert_features, hubert_windows
+from sheg.data.audio import HUBERT_KERNEL, HUBERT_STRIDE, hubert_features, hubert_windows
 
 transformers = pytest.importorskip("transformers")
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from sheg.errors import BadInput
-from sheg.layouts import (ARKIT_NAMES, BEAT, BEAT_JOINT_NAMES, SHOW, SHOW_GESTURE_JOINTS, show_vector_from_take,
+from sheg.motion.layouts import (ARKIT_NAMES, BEAT, BEAT_JOINT_NAMES, SHOW, SHOW_GESTURE_JOINTS, show_vector_from_take,
                           take_from_beat_vector, take_from_show_vector)
-from sheg.take import read_take, write_take
+from sheg.io.take import read_take, write_take
 
 BEAT2 = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "beat2", "2_scott_0_1_1.npz")
 

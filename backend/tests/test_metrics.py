@@ -6,7 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sheg import metrics, skeleton
+from sheg.evaluation import metrics
+
+from sheg.motion import skeleton
 
 HERE = Path(__file__).resolve()
 ADDON_SMPLX = HERE.parents[2] / "addon" / "core" / "smplx.py"
@@ -57,7 +59,7 @@ def test_skeleton_matches_the_addon_table():
     assert tuple(addon.PARENTS) == skeleton.PARENTS
     assert np.array_equal(np.asarray(addon.STANDIN_REST_JOINTS, dtype=np.float64), skeleton.REST_JOINTS)
     # the two sides of the process boundary must also agree on the ARKit weight order of BEAT models
-    from sheg.layouts import ARKIT_NAMES
+    from sheg.motion.layouts import ARKIT_NAMES
 
     assert tuple(addon.ARKIT_NAMES) == ARKIT_NAMES
 
@@ -151,7 +153,7 @@ def test_motion_beats_are_speed_minima_above_threshold():
 
 @pytest.mark.skipif(not (MEAN_VEL.exists() and BEAT2.with_suffix(".npz").exists()), reason="shared data absent")
 def test_beat_consistency_on_real_beat2_matches_the_reference_measurement():
-    from sheg.audio import load_audio
+    from sheg.data.audio import load_audio
 
     with np.load(BEAT2.with_suffix(".npz")) as z:
         poses = z["poses"][:900]  # the first 30 s keep the test fast

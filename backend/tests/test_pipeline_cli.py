@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -12,26 +10,11 @@ import soundfile as sf
 
 import sheg
 from sheg.errors import BadInput, DeviceError
-from sheg.testing import make_tiny_model_dir
-from sheg_cli import run_cli
-
-SPEECH = os.path.join(os.path.dirname(__file__), "..", "..", "assets", "speech", "arctic_a0007.wav")
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    return make_tiny_model_dir(str(tmp_path_factory.mktemp("models") / "tiny"))
-
+from sheg_cli import SPEECH, run_cli, write_wave
 
 @pytest.fixture(scope="module")
 def tiny_model(tiny_model_dir):
     return sheg.load_model(tiny_model_dir, device="cpu")
-
-
-def write_wave(path, seconds, rate=16000):
-    t = np.arange(int(round(seconds * rate))) / rate
-    sf.write(path, (0.2 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32), rate)
-    return str(path)
 
 
 def test_generate_speech_file(tiny_model):
@@ -90,7 +73,7 @@ def test_cli_generate_json_summary(tiny_model_dir, tmp_path):
 
 
 def test_cli_generate_with_a_beat_model_writes_the_take_and_its_arkit_json(tmp_path):
-    from sheg.layouts import ARKIT_NAMES, BEAT_JOINT_NAMES
+    from sheg.motion.layouts import ARKIT_NAMES, BEAT_JOINT_NAMES
 
     model = tmp_path / "beat"
     made = run_cli("make-test-model", model, "--layout", "beat")
@@ -120,80 +103,6 @@ def test_cli_several_files_into_folder(tiny_model_dir, tmp_path):
     proc = run_cli("generate", a, b, "-o", str(out), "--model", tiny_model_dir, "--steps", "2", "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert sorted(os.listdir(out)) == ["a.npz", "b.npz"]
-
-
-@pytest.mark.parametrize("case", ["missing", "empty", "corrupt", "text", "short", "bad-model", "cuda"])
-def test_cli_bad_input_one_line_exit_2_nothing_written(tiny_model_dir, tmp_path, case):
-    import torch
-
-    audio = tmp_path / "in.wav"
-    model = tiny_model_dir
-    extra = []
-    if case == "missing":
-        audio = tmp_path / "missing.wav"
-    elif case == "empty":
-        audio.write_bytes(b"")
-    elif case == "corrupt":
-        audio.write_bytes(b"RIFF" + os.urandom(64))
-    elif case == "text":
-        audio = tmp_path / "in.txt"
-        audio.write_text("hello\n" * 50)
-    elif case == "short":
-        sf.write(audio, np.zeros(200, dtype=np.float32), 16000)
-    elif case == "bad-model":
-        write_wave(audio, 1.0)
-        model = str(tmp_path / "not-a-model")
-        os.makedirs(model)
-    elif case == "cuda":
-        if torch.cuda.is_available():
-            pytest.skip("a CUDA GPU is present")
-        write_wave(audio, 1.0)
-        extra = ["--device", "cuda"]
-    out = tmp_path / "out" / "take.npz"
-    proc = run_cli("generate", str(audio), "-o", str(out), "--model", model, "--quiet", *extra)
-    assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("sheg: error: "), proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert not out.exists() and (not out.parent.exists() or not any(out.parent.iterdir()))
-
-
-class WorkerProcess:
-    def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-m", "sheg", "worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
-        self.next_id = 0
-
-    def send(self, **req):
-        self.next_id += 1
-        req["id"] = self.next_id
-        self.proc.stdin.write(json.dumps(req) + "\n")
-        self.proc.stdin.flush()
-        return self.next_id
-
-    def read(self, timeout=60):
-        deadline = time.time() + timeout
-        line = self.proc.stdout.readline()
-        assert line, f"worker closed stdout; stderr: {self.proc.stderr.read()[-2000:]}"
-        assert time.time() < deadline
-        return json.loads(line)
-
-    def until(self, rid, final=("done", "error", "cancelled", "loaded", "hello", "bye", "ok")):
-        events = []
-        while True:
-            event = self.read()
-            events.append(event)
-            if event.get("id") == rid and event["event"] in final:
-                return event, events
-
-
-@pytest.fixture()
-def worker():
-    w = WorkerProcess()
-    yield w
-    if w.proc.poll() is None:
-        w.proc.kill()
-    w.proc.wait()
 
 
 def test_worker_protocol_generate_cancel_errors_shutdown(worker, tiny_model_dir, tmp_path):
@@ -246,7 +155,7 @@ def copy_with_sampler(model_dir, out_dir, **sampler) -> str:
 
 
 def test_lowpass_removes_frame_jitter_and_keeps_the_length(tiny_model_dir, tmp_path):
-    from sheg.pipeline import lowpass
+    from sheg.inference.base import lowpass
 
     smooth_dir = copy_with_sampler(tiny_model_dir, tmp_path / "smooth", lowpass_hz=4.0)
     audio = (np.random.default_rng(2).standard_normal(18000 * 3).astype(np.float32) * 0.1, 18000)

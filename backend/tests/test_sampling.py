@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from sheg.diffusion import NoiseSchedule, ddim_timesteps
+from sheg.diffusion.gaussian import NoiseSchedule, ddim_timesteps
 from sheg.errors import BadInput
-from sheg.sampling import (
+from sheg.diffusion.samplers import (
     count_model_calls,
     ddim_sample,
     ddpm_sample,

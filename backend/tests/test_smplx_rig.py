@@ -1,4 +1,4 @@
-"""The user's SMPL-X model file -> rig .npz (sheg.smplx_rig, `sheg smplx-rig`), read with the real `smplx` package
+"""The user's SMPL-X model file -> rig .npz (sheg.io.smplx_rig, `sheg smplx-rig`), read with the real `smplx` package
 from a synthetic model file that has the real keys and layout."""
 
 import json
@@ -10,11 +10,11 @@ import pytest
 
 from fake_smplx_model import PARENTS, expression_deltas, fake_smplx_arrays, write_fake_smplx_model
 from sheg.errors import BadInput
-from sheg.take import sha256_of
+from sheg.io.take import sha256_of
 from sheg_cli import run_cli
 
 pytest.importorskip("smplx", reason="the optional `smplx` package is not installed (pip install smplx==0.1.28)")
-from sheg.smplx_rig import FORMAT, export_rig  # noqa: E402
+from sheg.io.smplx_rig import FORMAT, export_rig  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from sheg import skeleton
+from sheg.motion import skeleton
 from sheg.errors import BadInput
-from sheg.take import read_take, write_take
-from sheg.ted import (TED10, TED43, dir_vec_from_smplx, dir_vec_to_joints, generated_joints, get_ted_layout,
+from sheg.io.take import read_take, write_take
+from sheg.motion.ted import (TED10, TED43, dir_vec_from_smplx, dir_vec_to_joints, generated_joints, get_ted_layout,
                       joints_to_dir_vec, normalize_dirs, retarget, rotation_to_axis_angle, take_arrays, to_smplx_axes)
 
 # SMPL-X joints

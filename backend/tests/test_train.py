@@ -68,7 +68,7 @@ def test_training_lowers_the_validation_loss_and_writes_a_loadable_model(takes, 
     train_eps = [row["eps_mse"] for row in history if "eps_mse" in row]
     assert np.mean(train_eps[-10:]) < np.mean(train_eps[:10])
 
-    from sheg.pipeline import load_model
+    from sheg.inference.load import load_model
 
     model = load_model(str(out), device="cpu")
     meta = model.meta
@@ -149,7 +149,7 @@ DG_COMMON = ["--arch", "diffgesture", "--config", "tiny", "--batch", "4", "--hol
 
 
 def test_diffgesture_training_learns_resumes_exactly_and_generates(takes, tmp_path):
-    from sheg.pipeline import load_model
+    from sheg.inference.load import load_model
 
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert train([takes, "-o", straight, *DG_COMMON, "--steps", "30", "--lr", "2e-3"]) == 0
@@ -179,8 +179,8 @@ def test_diffgesture_training_learns_resumes_exactly_and_generates(takes, tmp_pa
 
 
 def test_eval_averages_several_mismatched_audio_files(takes, tmp_path):
-    from sheg.evaluate import evaluate
-    from sheg.pipeline import load_model
+    from sheg.evaluation.evaluate import evaluate
+    from sheg.inference.load import load_model
 
     out = tmp_path / "model"
     assert train([takes, "-o", out, *COMMON, "--steps", "1"]) == 0
@@ -199,11 +199,11 @@ def test_eval_averages_several_mismatched_audio_files(takes, tmp_path):
 
 
 def test_mirror_augmentation_reflects_the_body_and_keeps_validation_on_captured_takes(takes, tmp_path):
-    from sheg import skeleton
-    from sheg.audio import AudioFeatureSpec
-    from sheg.data import build_training_data
-    from sheg.diffgesture import DiffGestureConfig
-    from sheg.train_diffgesture import build_dir_vec_data
+    from sheg.motion import skeleton
+    from sheg.data.audio import AudioFeatureSpec
+    from sheg.data.windows import build_training_data
+    from sheg.nets.diffgesture import DiffGestureConfig
+    from sheg.train.diffgesture import build_dir_vec_data
 
     rng = np.random.default_rng(0)
     poses = rng.normal(0.0, 0.4, (6, 165))

@@ -8,7 +8,7 @@ import torch
 
 from official_format import PROJECT_ROOT, listing_path, official_shapes
 from sheg.errors import BadInput
-from sheg.unieg import UniEG, UniEGConfig, periodic_sinusoid, timestep_embedding
+from sheg.nets.unieg import UniEG, UniEGConfig, periodic_sinusoid, timestep_embedding
 
 torch.set_num_threads(1)
 

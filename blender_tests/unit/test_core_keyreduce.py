@@ -91,7 +91,8 @@ def test_reduction_stays_within_tolerance_on_every_frame():
         assert len(keys.frames) < 600 / 3
         error = K.curve_error(frames, dense, keys, kind)
         assert error.max() <= tol and keys.max_error == pytest.approx(error.max())
-        np.testing.assert_array_equal(keys.values, np.asarray(dense, np.float32).reshape(600, -1)[keys.indices])
+        # key values are fitted, not copied: a key may sit off the dense sample, within tolerance
+        assert K.group_error(kind, keys.values, np.asarray(dense).reshape(600, -1)[keys.indices]).max() <= tol
 
 
 def test_a_cubic_needs_only_its_two_end_keys_and_noise_keeps_every_key():
@@ -101,7 +102,8 @@ def test_a_cubic_needs_only_its_two_end_keys_and_noise_keeps_every_key():
     assert len(keys.frames) <= 3
     noise = np.random.default_rng(3).normal(size=50)
     keys = K.reduce_groups(frames, [(noise, "scalar", 1e-4)])[0]
-    assert len(keys.frames) >= 45 and keys.max_error <= 1e-4
+    # white noise cannot be compressed: a key carries two numbers (value, slope), so at least half the frames stay
+    assert 2 * len(keys.frames) >= 45 and keys.max_error <= 1e-4
 
 
 def test_quaternion_error_is_the_rotation_angle():
@@ -135,3 +137,16 @@ def test_fast_hermite_path_matches_the_exact_replica_at_large_frames():
     exact = K.evaluate_segments(times, x0[seg], y0[seg], x0[seg] + third, y0[seg] + m0[seg] * third[:, None],
                                 x3[seg] - third, y3[seg] - m3[seg] * third[:, None], x3[seg], y3[seg])
     np.testing.assert_allclose(fast, exact, atol=2e-6)
+
+
+def test_fitted_key_values_need_fewer_keys_than_keys_on_the_samples():
+    # a smooth curve with noise well inside the tolerance: keys through the samples waste the band, fitted keys use it
+    rng = np.random.default_rng(5)
+    frames = np.arange(900, dtype=np.float64)
+    values = (np.sin(frames / 9.0) + 0.5 * np.sin(frames / 4.0) + rng.normal(scale=0.002, size=900))[None, :, None]
+    on_samples = K._Batch(frames, values, "scalar", [0.01]).reduce(rounds=0).sum()
+    batch = K._Batch(frames, values, "scalar", [0.01])
+    keep = batch.reduce()
+    assert keep.sum() < 0.8 * on_samples
+    keys = batch.keys_of(keep)[0]
+    assert K.curve_error(frames, values[0], keys, "scalar").max() <= 0.01

@@ -1,0 +1,1 @@
+"""Gaussian diffusion: the noise schedule, the training loss, and samplers that take any denoiser."""

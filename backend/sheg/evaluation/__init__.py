@@ -1,0 +1,1 @@
+"""`sheg eval` and the motion metrics."""

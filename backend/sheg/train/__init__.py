@@ -1,0 +1,1 @@
+"""`sheg train`: one training loop over a recipe per model family."""
