@@ -207,6 +207,35 @@ def cmd_doctor(args) -> int:
     return 0
 
 
+def _add_download_hubert(sub) -> None:
+    p = sub.add_parser("download-hubert", help="download facebook/hubert-large-ls960-ft into a folder (resumable) "
+                                               "and check that it loads")
+    p.add_argument("-o", "--out", required=True, help="folder to download into (pass it later as --hubert)")
+    p.add_argument("--repo", default=None, help="Hugging Face repository (default: facebook/hubert-large-ls960-ft)")
+    p.add_argument("--endpoint", default=None, help="hub endpoint (default: $HF_ENDPOINT, else Hugging Face)")
+    p.add_argument("--json", action="store_true",
+                   help="JSON lines on stdout: {'event': 'progress', 'file', 'done', 'total'} then {'event': 'done'}")
+
+
+def cmd_download_hubert(args) -> int:
+    from sheg.io.hubert_download import HUBERT_ID, download_hubert
+
+    last = {}
+
+    def progress(event):
+        # one line per file and per percent is plenty for a progress bar
+        key = (event["file"], 100 * event["done"] // max(1, event["total"]))
+        if args.json and key != last.get("key"):
+            last["key"] = key
+            print(json.dumps({"event": "progress", **event}), flush=True)
+
+    result = download_hubert(args.out, args.repo or HUBERT_ID, args.endpoint, progress=progress)
+    if args.json:
+        print(json.dumps({"event": "done", **result}), flush=True)
+    print(f"HuBERT in {result['folder']} loads ({result['hidden_size']}-wide features)", file=sys.stderr)
+    return 0
+
+
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="speed figures: model calls, seconds per generated second, sampler overhead",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -263,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_import_diffgesture(sub)
     _add_smplx_rig(sub)
     _add_doctor(sub)
+    _add_download_hubert(sub)
     _add_bench(sub)
     _add_test_model(sub)
     try:
@@ -283,6 +313,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     handlers = {"generate": cmd_generate, "import-diffsheg": cmd_import,
                 "import-diffgesture": cmd_import_diffgesture, "smplx-rig": cmd_smplx_rig, "doctor": cmd_doctor,
+                "download-hubert": cmd_download_hubert,
                 "bench": cmd_bench,
                 "make-test-model": cmd_make_test_model}
     try:
