@@ -124,7 +124,8 @@ def test_add_model_lists_the_official_checkpoint_and_generate_works(profile, sce
     assert bpy.ops.sheg.generate() == {"FINISHED"}, bpy.context.window_manager.sheg_job.last_message
     curves = take_fcurves(armature)
     if profile == "show":
-        assert 'pose.bones["right_elbow"].rotation_quaternion[0]' in curves and 'key_blocks["Exp000"].value[0]' in curves
+        assert 'pose.bones["right_elbow"].rotation_quaternion[0]' in curves
+        assert 'key_blocks["Exp000"].value[0]' in curves
     else:
         assert 'key_blocks["jawOpen"].value[0]' in curves
     action = bpy.data.actions[addon_module("takes").list_takes(armature)[0]["action"]]
@@ -139,7 +140,8 @@ def test_a_damaged_or_wrong_file_is_one_line_and_registers_nothing(scene, backen
     folders = [e.path for e in backend_prefs.model_folders]
     before = model_root_entries()
     cases = [(damaged, official_files / "data.tar.gz", "ckpt_e2599.tar is a truncated or damaged PyTorch checkpoint"),
-             (official_files / "ckpt_e2599.tar", official_files / "fgd_best.tar", "fgd_best.tar is not a readable .npy file"),
+             (official_files / "ckpt_e2599.tar", official_files / "fgd_best.tar",
+              "fgd_best.tar is not a readable .npy file"),
              (official_files / "data.tar.gz", official_files / "data.tar.gz", "data.tar.gz is a gzip archive")]
     for ckpt, stats, message in cases:
         with pytest.raises(RuntimeError, match="Adding the model failed"):  # the operator reports the error
