@@ -36,6 +36,9 @@ REQUIREMENTS = [
     "soundfile>=0.12",
     "safetensors>=0.4",
     "tqdm",
+    # HuBERT features and the "Download HuBERT" path (tests use a tiny random HuBERT); neither pulls torch
+    "transformers==5.23.0",
+    "huggingface-hub==2.4.0",
     "smplx==0.1.28",  # tests only (exact rig from a synthetic model file); needs only torch + numpy, never shipped
     "pytest>=8",
     "setuptools>=64",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ import time
 
 import bpy
 
-from .core import worker_client
+from .core import doctor_report, worker_client
 from .core.pip_output import pip_failure_cause
 
 TORCH_VERSION = "2.13.0"
@@ -96,6 +97,7 @@ class Job:
         self.thread: threading.Thread | None = None
         self.process: subprocess.Popen | None = None  # the step running now (install), so cancel can stop it
         self.cancel_requested = False
+        self.report: dict | None = None  # a check's `sheg doctor` report, an import's 'done' event
 
     def start(self, target, *args) -> None:
         self.running, self.fraction, self.message, self.error, self.summary = True, 0.0, "Starting", "", ""
@@ -131,6 +133,7 @@ class Job:
 
 INSTALL = Job("install")
 CHECK = Job("check")
+IMPORT = Job("model import")
 _on_done = {}  # job name -> callable run on the main thread when it finishes
 
 
@@ -229,7 +232,19 @@ def _install(job: Job, device: str, index_url: str, wheel: str, venv: str, log_p
         job.summary = f"Backend installed in {venv}"
 
 
-def _run_logged(what: str, command: list[str], log, job: Job, start: float, end: float) -> None:
+def _pip_progress(job: Job, start: float, end: float):
+    """Line handler of a pip step: pip's own milestones as the message, a creeping fraction."""
+    def on_line(line: str) -> None:
+        if line.startswith(("Collecting", "Downloading", "Installing", "Successfully")):
+            job.message = line[:120]
+            job.fraction = min(end - 0.01, job.fraction + (end - start) * 0.05)
+    return on_line
+
+
+def _run_logged(what: str, command: list[str], log, job: Job, start: float, end: float, on_line=None) -> None:
+    """Run one step as a cancellable subprocess, its output into `log` and each line to on_line (default: pip's
+    progress). A failure raises RuntimeError with one line: pip's cause, a `sheg: error:` line, else the last line."""
+    on_line = on_line or _pip_progress(job, start, end)
     log.write("$ " + " ".join(command) + "\n")
     log.flush()
     proc = job.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -242,9 +257,7 @@ def _run_logged(what: str, command: list[str], log, job: Job, start: float, end:
         output.append(line)
         line = line.strip()
         if line:
-            if line.startswith(("Collecting", "Downloading", "Installing", "Successfully")):
-                job.message = line[:120]
-                job.fraction = min(end - 0.01, job.fraction + (end - start) * 0.05)
+            on_line(line)
     code = proc.wait()
     job.process = None
     if job.cancel_requested:
@@ -252,22 +265,38 @@ def _run_logged(what: str, command: list[str], log, job: Job, start: float, end:
         job.check_cancelled()
     if code != 0:
         log.flush()
-        cause = pip_failure_cause(output) or next((line.strip() for line in reversed(output) if line.strip()),
-                                                  f"exit code {code}")
+        sheg_error = next((line.strip()[len("sheg: error:"):].strip() for line in output
+                           if line.startswith("sheg: error:")), "")
+        cause = pip_failure_cause(output) or sheg_error or next(
+            (line.strip() for line in reversed(output) if line.strip()), f"exit code {code}")
         raise RuntimeError(f"{what} failed: {cause} (log: {log.name})")
 
 
 # --- check ----------------------------------------------------------------------------------------------------------
 
 def start_check(python: str, device: str, hubert: str | None = None, smplx_file: str = "",
-                on_done=None, block: bool = False) -> Job:
-    """Run the backend once (`hello`, then `load` of the default model) and summarise what works in one line."""
+                on_done=None, block: bool = False, model_paths=()) -> Job:
+    """Run the backend once (`hello`, `load` of the default model, then `sheg doctor` over the model folders) and
+    summarise what works in one line; `job.report` keeps the doctor's report (models, needs, fixes)."""
     if CHECK.running:
         return CHECK
-    return _run_job(CHECK, on_done, block, _check, python, device, hubert, smplx_file)
+    return _run_job(CHECK, on_done, block, _check, python, device, hubert, smplx_file, list(model_paths))
 
 
-def _check(job: Job, python: str, device: str, hubert: str | None, smplx_file: str) -> None:
+def run_doctor(python: str, model_paths, hubert: str | None = None, timeout: float = 300) -> dict:
+    """`python -m sheg doctor --json` over `model_paths`: the report dict; RuntimeError with one line if it fails."""
+    cmd = [python, "-m", "sheg", "doctor", "--json", *model_paths] + (["--hubert", hubert] if hubert else [])
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(worker_client.one_line(done.stderr.strip().splitlines()[-1] if done.stderr.strip()
+                                                  else f"sheg doctor exited with code {done.returncode}"))
+    import json
+
+    return json.loads(done.stdout)
+
+
+def _check(job: Job, python: str, device: str, hubert: str | None, smplx_file: str, model_paths: list) -> None:
+    job.report = None
     parts = []
     smplx_part = ("SMPL-X file: not set (stand-in rig)" if not smplx_file else
                   "SMPL-X file ok" if os.path.isfile(smplx_file) else "SMPL-X file missing")
@@ -283,10 +312,12 @@ def _check(job: Job, python: str, device: str, hubert: str | None, smplx_file: s
         job.summary = f"Python broken ({worker_client.one_line(str(exc))}) · {smplx_part}"
         return
     job.message = "Starting the worker"
+    sheg_runs = False
     client = worker_client.WorkerClient(python, log_path=os.path.join(backend_root(), "check.log"))
     try:
         client.start()
         hello = client.request("hello", timeout=180)
+        sheg_runs = True
         parts.append(f"sheg {hello.get('version')} ok")
         parts.append(f"torch {hello.get('torch', '?')} ok")
         devices = hello.get("devices", [])
@@ -309,9 +340,82 @@ def _check(job: Job, python: str, device: str, hubert: str | None, smplx_file: s
             parts.append(f"worker failed ({text})")
     finally:
         client.shutdown(timeout=2)
+    if sheg_runs:  # ask it what each model needs
+        job.message = "Checking the models"
+        try:
+            job.report = run_doctor(python, model_paths, hubert)
+            parts.append(doctor_report.summary_part(job.report))
+        except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as exc:
+            parts.append(f"sheg doctor failed ({worker_client.one_line(str(exc))})")
     if smplx_file and os.path.isfile(smplx_file):
         # the exact rig reads the file with the optional `smplx` package in the backend Python
         found = subprocess.run([python, "-c", "import smplx"], capture_output=True, timeout=120).returncode == 0
         smplx_part += "" if found else " · smplx package missing (pip install smplx==0.1.28 in the backend Python)"
     parts.append(smplx_part)
     job.summary = " · ".join(parts)
+
+
+# --- Add Model: an official DiffSHEG checkpoint converted by the backend ------------------------------------------
+
+def models_root() -> str:
+    """The add-on's own model folder (under its user folder): Add Model writes each converted model here."""
+    return bpy.utils.extension_path_user(__package__, path="models", create=True)
+
+
+def new_model_folder(root: str, checkpoint: str) -> str:
+    """A folder name under `root` for a checkpoint that no model uses yet: diffsheg-<stem>[-2...]."""
+    stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in os.path.splitext(os.path.basename(checkpoint))[0])
+    base = os.path.join(root, f"diffsheg-{stem or 'model'}")
+    folder, n = base, 2
+    while os.path.exists(folder):
+        folder, n = f"{base}-{n}", n + 1
+    return folder
+
+
+def cancel_import() -> bool:
+    if not IMPORT.running:
+        return False
+    IMPORT.cancel()
+    return True
+
+
+def start_import(python: str, checkpoint: str, stats: str, on_done=None, block: bool = False) -> Job:
+    """Convert an official checkpoint (profile detected by the backend) into a model folder under models_root(),
+    with progress and cancel; job.report is the backend's 'done' event. A failure leaves no folder behind."""
+    if IMPORT.running:
+        raise ValueError("a model is already being added: wait for it or cancel it")
+    for what, path in (("checkpoint", checkpoint), ("statistics", stats)):
+        if not path or not os.path.isfile(path) and not (what == "statistics" and os.path.isdir(path)):
+            raise ValueError(f"the {what} file was not found: {path or 'none picked'}")
+    if not python or not os.path.isfile(python):
+        raise ValueError(f"the backend Python was not found ({python or 'not set'}): set up the backend first")
+    root = models_root()
+    return _run_job(IMPORT, on_done, block, _import, python, checkpoint, stats, new_model_folder(root, checkpoint),
+                    os.path.join(backend_root(), "import.log"))
+
+
+def _import(job: Job, python: str, checkpoint: str, stats: str, out: str, log_path: str) -> None:
+    import json
+
+    job.report = None
+
+    def on_line(line: str) -> None:
+        if not line.startswith("{"):
+            return
+        event = json.loads(line)
+        if event.get("event") == "progress":
+            job.message, job.fraction = event["stage"].capitalize(), float(event["fraction"])
+        elif event.get("event") == "done":
+            job.report = event
+
+    command = [python, "-m", "sheg", "import-diffsheg", checkpoint, "--stats", stats, "-o", out, "--json"]
+    try:
+        with open(log_path, "w", encoding="utf-8") as log:
+            _run_logged("Adding the model", command, log, job, 0.0, 1.0, on_line=on_line)
+    except BaseException:
+        # a cancelled backend may leave its temporary folder (.NAME.*.partial) or, just finished, the model
+        for leftover in [out, *glob.glob(os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.*"))]:
+            shutil.rmtree(leftover, ignore_errors=True)
+        raise
+    job.fraction, job.message = 1.0, "Added"
+    job.summary = f"Added {job.report['name']} ({job.report['profile'].upper()}): licence {job.report['license']}"

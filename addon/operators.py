@@ -48,7 +48,8 @@ def generate_problem(context) -> str | None:
     else:
         problem = api.audio_problem(scene, strip_audio.find_sound_strip(scene, settings.strip_name))
     return (problem or api.target_problem(settings.armature, settings.face_mesh, settings.parts)
-            or api.backend_problem(context))
+            or api.backend_problem(context)
+            or ShegPreferences.from_context(context).licence_problem(settings.model_path()))
 
 
 class _GenerationOperator:
@@ -382,9 +383,91 @@ class SHEG_OT_check_backend(bpy.types.Operator):
         prefs = ShegPreferences.from_context(context)
         job = backend_env.start_check(prefs.backend_python(), prefs.device_name(), prefs.hubert(),
                                       bpy.path.abspath(prefs.smplx_model_path) if prefs.smplx_model_path else "",
-                                      on_done=_store_check_summary)
+                                      on_done=_store_check_summary, model_paths=prefs.model_folder_paths())
         if not job.running:
             self.report({"INFO"} if not job.error else {"ERROR"}, job.summary or job.error)
+        return {"FINISHED"}
+
+
+def _register_added_model(job) -> None:
+    """On the main thread after an import: list the add-on's model folder (once) and select the new model."""
+    if job.error or not job.report:
+        return
+    try:
+        prefs = ShegPreferences.from_context(bpy.context)
+    except KeyError:
+        return  # the add-on was disabled meanwhile
+    root = os.path.normpath(backend_env.models_root())
+    if root not in {os.path.normpath(bpy.path.abspath(e.path)) for e in prefs.model_folders if e.path}:
+        prefs.model_folders.add().path = root
+    bpy.context.preferences.is_dirty = True
+    scene = getattr(bpy.context, "scene", None)
+    if scene is not None:
+        scene.sheg.model = job.report["out"]
+
+
+class SHEG_OT_add_model(bpy.types.Operator):
+    bl_idname = "sheg.add_model"
+    bl_label = "Add Model…"
+    bl_description = ("Convert a downloaded official DiffSHEG checkpoint (.tar, SHOW or BEAT, detected from its "
+                      "contents) with its statistics into a model of this add-on, listed in the Model list")
+
+    filepath: StringProperty(name="Checkpoint", subtype="FILE_PATH")
+    filter_glob: StringProperty(default="*.tar;*.pt;*.pth", options={"HIDDEN"})
+    stats: StringProperty(name="Statistics", subtype="FILE_PATH",
+                          description="DiffSHEG's assets/data.tar.gz, talkshow_mean_std.npy or the BEAT stats folder "
+                                      "(empty: the one set in Preferences, else data.tar.gz beside the checkpoint)")
+
+    @classmethod
+    def poll(cls, context):
+        return _poll_with_reason(cls, "A model is being added" if backend_env.IMPORT.running else None)
+
+    def invoke(self, context, event):
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):
+        prefs = ShegPreferences.from_context(context)
+        checkpoint = bpy.path.abspath(self.filepath)
+        stats = bpy.path.abspath(self.stats or prefs.add_stats_path) if (self.stats or prefs.add_stats_path) else \
+            os.path.join(os.path.dirname(checkpoint), "data.tar.gz")
+        try:
+            job = backend_env.start_import(prefs.backend_python(), checkpoint, stats, on_done=_register_added_model)
+        except ValueError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        if not job.running:
+            self.report({"ERROR"} if job.error else {"INFO"}, job.error or job.summary)
+            return {"CANCELLED"} if job.error else {"FINISHED"}
+        return {"FINISHED"}
+
+
+class SHEG_OT_cancel_add_model(bpy.types.Operator):
+    bl_idname = "sheg.cancel_add_model"
+    bl_label = "Cancel Add Model"
+    bl_description = "Stop converting the checkpoint (nothing is registered)"
+
+    def execute(self, context):
+        backend_env.cancel_import()
+        return {"FINISHED"}
+
+
+class SHEG_OT_accept_model_licence(bpy.types.Operator):
+    bl_idname = "sheg.accept_model_licence"
+    bl_label = "Accept Licence"
+    bl_description = ("Accept the selected model's licence (official DiffSHEG weights: non-commercial research use "
+                      "only) before its first use")
+
+    @classmethod
+    def poll(cls, context):
+        prefs = ShegPreferences.from_context(context)
+        return _poll_with_reason(cls, None if prefs.licence_problem(context.scene.sheg.model_path()) else
+                                 "The selected model needs no licence acceptance")
+
+    def execute(self, context):
+        prefs = ShegPreferences.from_context(context)
+        prefs.accept_licence(context.scene.sheg.model_path())
+        context.preferences.is_dirty = True
         return {"FINISHED"}
 
 
@@ -436,4 +519,5 @@ class SHEG_OT_cancel_install(bpy.types.Operator):
 
 classes = (SHEG_OT_generate, SHEG_OT_regenerate, SHEG_OT_cancel, SHEG_OT_new_seed, SHEG_OT_create_rig, SHEG_OT_import_take,
            SHEG_OT_export_take, SHEG_OT_remove_take, SHEG_OT_solo_take, SHEG_OT_check_backend,
-           SHEG_OT_install_backend, SHEG_OT_cancel_install)
+           SHEG_OT_install_backend, SHEG_OT_cancel_install, SHEG_OT_add_model, SHEG_OT_cancel_add_model,
+           SHEG_OT_accept_model_licence)

@@ -7,6 +7,7 @@ import os
 import bpy
 
 from . import api, operators, strip_audio, takes
+from . import prefs as prefs_module
 
 
 class SHEG_PT_main(bpy.types.Panel):
@@ -42,7 +43,10 @@ class SHEG_PT_main(bpy.types.Panel):
         col.prop(settings, "face_mesh")
 
         col = layout.column()
-        col.prop(settings, "model")
+        row = col.row(align=True)
+        row.prop(settings, "model")
+        row.operator("sheg.add_model", text="", icon="ADD")
+        prefs_module.draw_model_licence(col, context)
         row = col.row(align=True)
         row.prop(settings, "seed")
         row.operator("sheg.new_seed", text="", icon="FILE_REFRESH")

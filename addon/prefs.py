@@ -9,6 +9,7 @@ import bpy
 from bpy.props import CollectionProperty, EnumProperty, IntProperty, StringProperty
 
 from . import backend_env
+from .core import doctor_report
 
 DEFAULT_MODEL = "Default (embedded)"
 # The models inside the bundled backend: panel label -> the name the backend loads (None: its default).
@@ -54,6 +55,11 @@ class ShegPreferences(bpy.types.AddonPreferences):
     torch_index_url: StringProperty(name="PyTorch Index", description="Optional pip index URL for torch "
                                     "(empty: CPU build, or the CUDA build when the device is CUDA)")
     check_summary: StringProperty(name="Check", default="")
+    accepted_licences: StringProperty(default="", options={"HIDDEN"},
+                                      description="Model folders whose non-commercial licence was accepted, one a line")
+    add_stats_path: StringProperty(
+        name="Statistics", subtype="FILE_PATH",
+        description="DiffSHEG's assets/data.tar.gz, or from it talkshow_mean_std.npy (SHOW) or the BEAT stats folder")
 
     @classmethod
     def from_context(cls, context=None) -> "ShegPreferences":
@@ -84,13 +90,29 @@ class ShegPreferences(bpy.types.AddonPreferences):
     def hubert(self) -> str | None:
         return bpy.path.abspath(self.hubert_path) if self.hubert_path else None
 
+    def model_folder_paths(self) -> list[str]:
+        """The model folders of the list that exist (a model folder, or a folder holding model folders)."""
+        paths = [bpy.path.abspath(entry.path) for entry in self.model_folders if entry.path]
+        return [p for p in paths if os.path.isdir(p)]
+
+    def licence_problem(self, folder: str | None) -> str | None:
+        """Why a model added with Add Model cannot run before its non-commercial licence is accepted, or None."""
+        if not folder or not os.path.isfile(os.path.join(folder, "model.json")):
+            return None
+        if os.path.normpath(os.path.dirname(folder)) != os.path.normpath(backend_env.models_root()):
+            return None  # models the user placed in a folder themselves: the user has the licence in hand
+        licence = model_licence(folder)
+        if "non-commercial" not in licence.lower() or os.path.normpath(folder) in self.accepted_licences.splitlines():
+            return None
+        return f"Accept the licence of {_model_label(folder)} first ({licence}): press Accept Licence"
+
+    def accept_licence(self, folder: str) -> None:
+        self.accepted_licences = "\n".join([*self.accepted_licences.splitlines(), os.path.normpath(folder)])
+
     def models(self) -> list[tuple[str, str]]:
         """(label, folder) of every model found in the model folders, in list order."""
         found = []
-        for entry in self.model_folders:
-            root = bpy.path.abspath(entry.path) if entry.path else ""
-            if not root or not os.path.isdir(root):
-                continue
+        for root in self.model_folder_paths():
             if os.path.isfile(os.path.join(root, "model.json")):
                 candidates = [root]
             else:
@@ -121,6 +143,10 @@ class ShegPreferences(bpy.types.AddonPreferences):
         ops.operator("sheg.model_folder_remove", icon="REMOVE", text="")
         names = list(EMBEDDED_MODELS) + [label for label, _ in self.models()]
         box.label(text="Models: " + ", ".join(names))
+        draw_add_model(box, self)
+        for label, folder in self.models():
+            if model_licence(folder):
+                box.label(text=f"{label}: {model_licence(folder)}", icon="INFO")
 
         col = layout.column()
         col.use_property_split = True
@@ -137,6 +163,10 @@ class ShegPreferences(bpy.types.AddonPreferences):
             row.label(text=job.message + "...")
         elif self.check_summary:
             layout.label(text=self.check_summary)
+            if job.report:
+                box = layout.box()
+                for icon, text in doctor_report.model_lines(job.report):
+                    box.label(text=text, icon=icon)
 
     def _draw_managed(self, col):
         python = backend_env.managed_python()
@@ -161,13 +191,52 @@ class ShegPreferences(bpy.types.AddonPreferences):
 Prefs = ShegPreferences  # short name used across the add-on: Prefs.from_context(context)
 
 
-def _model_label(folder: str) -> str:
+def _model_meta(folder: str) -> dict:
     try:
         with open(os.path.join(folder, "model.json"), encoding="utf-8") as f:
-            name = json.load(f).get("name")
+            meta = json.load(f)
     except (OSError, ValueError):
-        name = None
-    return f"{name or os.path.basename(os.path.normpath(folder))}"
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _model_label(folder: str) -> str:
+    return f"{_model_meta(folder).get('name') or os.path.basename(os.path.normpath(folder))}"
+
+
+def model_licence(folder: str) -> str:
+    """The licence line of a model folder's model.json ('' when it states none)."""
+    return str(_model_meta(folder).get("license") or "")
+
+
+def draw_model_licence(layout, context) -> None:
+    """The selected model's licence under the Model field; Accept Licence when it must be accepted first."""
+    folder = context.scene.sheg.model_path()
+    if folder and os.path.isdir(folder) and model_licence(folder):
+        layout.label(text=f"Licence: {model_licence(folder)}", icon="INFO")
+    if ShegPreferences.from_context(context).licence_problem(folder):
+        layout.operator("sheg.accept_model_licence", icon="CHECKBOX_HLT")
+    job = backend_env.IMPORT
+    if job.running:
+        row = layout.row()
+        row.progress(factor=job.fraction, type="BAR", text=job.message)
+        row.operator("sheg.cancel_add_model", text="", icon="CANCEL")
+
+
+def draw_add_model(layout, prefs) -> None:
+    """Add Model… with its statistics field, the import's progress with cancel, or its last result."""
+    job = backend_env.IMPORT
+    if job.running:
+        row = layout.row()
+        row.progress(factor=job.fraction, type="BAR", text=job.message)
+        row.operator("sheg.cancel_add_model", text="", icon="CANCEL")
+        return
+    layout.prop(prefs, "add_stats_path")
+    layout.operator("sheg.add_model", icon="IMPORT")
+    if job.error:
+        layout.label(text=job.error, icon="ERROR")
+    elif job.summary:
+        layout.label(text=job.summary, icon="CHECKMARK")
 
 
 class SHEG_OT_model_folder_add(bpy.types.Operator):

@@ -532,6 +532,9 @@ def test_check_backend_reports_in_one_line(addon, backend_prefs, tmp_path):
     assert "\n" not in summary
     assert "sheg 0.1.0 ok" in summary and "torch" in summary and "devices: cpu" in summary
     assert "SMPL-X file: not set (stand-in rig)" in summary
+    assert "models: 3 of 3 usable" in summary  # the two embedded ones and the tiny model's folder (`sheg doctor`)
+    report = addon_module("backend_env").CHECK.report
+    assert [m["usable"] for m in report["models"]] == [True] * 3 and report["models"][2]["license"] == "test only"
     model_file = tmp_path / "SMPLX_NEUTRAL.npz"
     model_file.write_bytes(b"x")
     backend_prefs.smplx_model_path = str(model_file)

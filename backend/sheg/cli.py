@@ -1,4 +1,4 @@
-"""The `sheg` command line: generate, worker, import-diffsheg, smplx-rig, train, eval, bench.
+"""The `sheg` command line: generate, worker, import-diffsheg, smplx-rig, doctor, train, eval, bench.
 
 Errors the user can fix print one line `sheg: error: ...` and exit with code 2; nothing is left half-written.
 """
@@ -44,6 +44,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--keep-parts", default=None,
                    help="with --keep: body parts to keep, comma-separated, of: " + ", ".join(PARTS)
                         + " (default: all)")
+    p.add_argument("--fps-mode", default=None, choices=["native", "official-15"],
+                   help="official-15: the official SHOW custom-audio path (mel hop 1200 at 18 kHz, 15 frames/s) "
+                        "instead of the model's 30 fps (default: the model card's fps_mode, else native)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -81,7 +84,7 @@ def cmd_generate(args) -> int:
             raise ShegError(f"take to keep not found: {args.keep}")
     elif args.keep_frames is not None or args.keep_parts is not None:
         raise ShegError("--keep-frames and --keep-parts need --keep TAKE.npz (the take whose values are kept)")
-    model = load_model(args.model, device=args.device, hubert=args.hubert)
+    model = load_model(args.model, device=args.device, hubert=args.hubert, fps_mode=args.fps_mode)
     results = []
     for audio, out in zip(args.audio, outputs):
         bar = None
@@ -124,17 +127,29 @@ def cmd_generate(args) -> int:
 def _add_import(sub) -> None:
     p = sub.add_parser("import-diffsheg", help="convert an official DiffSHEG checkpoint to a model folder")
     p.add_argument("checkpoint", help="official .tar checkpoint (e.g. ckpt_e2599.tar or fgd_best.tar)")
-    p.add_argument("--profile", required=True, choices=["show", "beat"], help="which official model it is")
+    p.add_argument("--profile", default=None, choices=["show", "beat"],
+                   help="which official model it is (default: detected from the checkpoint's keys and shapes)")
     p.add_argument("--stats", required=True,
-                   help="normalization statistics: SHOW talkshow_mean_std.npy, or the BEAT stats folder")
+                   help="normalization statistics: DiffSHEG's assets/data.tar.gz, or from it SHOW "
+                        "talkshow_mean_std.npy or the BEAT stats folder")
     p.add_argument("-o", "--out", required=True, help="model folder to create")
+    p.add_argument("--json", action="store_true",
+                   help="JSON lines on stdout: {'event': 'progress', 'stage', 'fraction'} then {'event': 'done', ...}")
 
 
 def cmd_import(args) -> int:
-    from sheg.io.checkpoint import import_diffsheg
+    from sheg.io.checkpoint import import_diffsheg, read_model_meta
 
-    import_diffsheg(args.checkpoint, args.profile, args.stats, args.out)
-    print(f"wrote model folder {args.out}", file=sys.stderr)
+    def progress(stage, fraction):
+        if args.json:
+            print(json.dumps({"event": "progress", "stage": stage, "fraction": fraction}), flush=True)
+
+    out = import_diffsheg(args.checkpoint, args.profile, args.stats, args.out, progress=progress)
+    meta = read_model_meta(out)
+    if args.json:
+        print(json.dumps({"event": "done", "out": os.path.abspath(out), "name": meta["name"],
+                          "profile": meta["layout"], "fps": meta["fps"], "license": meta["license"]}), flush=True)
+    print(f"wrote model folder {args.out} ({meta['layout'].upper()} profile)", file=sys.stderr)
     return 0
 
 
@@ -176,6 +191,51 @@ def cmd_smplx_rig(args) -> int:
     return 0
 
 
+def _add_doctor(sub) -> None:
+    p = sub.add_parser("doctor", help="which models this Python can run, what each still needs and how to fix it")
+    p.add_argument("models", nargs="*", help="model folders, or folders holding model folders (embedded models are "
+                                             "always listed)")
+    p.add_argument("--hubert", default=None, help="HuBERT-large folder or model id the models would use")
+    p.add_argument("--json", action="store_true", help="the report as JSON on stdout (for the add-on)")
+
+
+def cmd_doctor(args) -> int:
+    from sheg.doctor import diagnose, format_report
+
+    report = diagnose(args.models, hubert=args.hubert)
+    print(json.dumps(report, indent=1) if args.json else format_report(report))
+    return 0
+
+
+def _add_download_hubert(sub) -> None:
+    p = sub.add_parser("download-hubert", help="download facebook/hubert-large-ls960-ft into a folder (resumable) "
+                                               "and check that it loads")
+    p.add_argument("-o", "--out", required=True, help="folder to download into (pass it later as --hubert)")
+    p.add_argument("--repo", default=None, help="Hugging Face repository (default: facebook/hubert-large-ls960-ft)")
+    p.add_argument("--endpoint", default=None, help="hub endpoint (default: $HF_ENDPOINT, else Hugging Face)")
+    p.add_argument("--json", action="store_true",
+                   help="JSON lines on stdout: {'event': 'progress', 'file', 'done', 'total'} then {'event': 'done'}")
+
+
+def cmd_download_hubert(args) -> int:
+    from sheg.io.hubert_download import HUBERT_ID, download_hubert
+
+    last = {}
+
+    def progress(event):
+        # one line per file and per percent is plenty for a progress bar
+        key = (event["file"], 100 * event["done"] // max(1, event["total"]))
+        if args.json and key != last.get("key"):
+            last["key"] = key
+            print(json.dumps({"event": "progress", **event}), flush=True)
+
+    result = download_hubert(args.out, args.repo or HUBERT_ID, args.endpoint, progress=progress)
+    if args.json:
+        print(json.dumps({"event": "done", **result}), flush=True)
+    print(f"HuBERT in {result['folder']} loads ({result['hidden_size']}-wide features)", file=sys.stderr)
+    return 0
+
+
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="speed figures: model calls, seconds per generated second, sampler overhead",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -203,12 +263,14 @@ def _add_test_model(sub) -> None:
     p = sub.add_parser("make-test-model", help="write a tiny random model folder (for tests of the plumbing)")
     p.add_argument("out", help="model folder to create")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layout", default="show", choices=["show", "beat"],
+                   help="SMPL-X upper body + expressions at 30 fps, or BEAT skeleton + 51 ARKit weights at 15 fps")
 
 
 def cmd_make_test_model(args) -> int:
     from sheg.testing import make_tiny_model_dir
 
-    make_tiny_model_dir(args.out, seed=args.seed)
+    make_tiny_model_dir(args.out, seed=args.seed, layout=args.layout)
     print(f"wrote tiny random model {args.out}", file=sys.stderr)
     return 0
 
@@ -229,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_import(sub)
     _add_import_diffgesture(sub)
     _add_smplx_rig(sub)
+    _add_doctor(sub)
+    _add_download_hubert(sub)
     _add_bench(sub)
     _add_test_model(sub)
     try:
@@ -248,7 +312,9 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"generate": cmd_generate, "import-diffsheg": cmd_import,
-                "import-diffgesture": cmd_import_diffgesture, "smplx-rig": cmd_smplx_rig, "bench": cmd_bench,
+                "import-diffgesture": cmd_import_diffgesture, "smplx-rig": cmd_smplx_rig, "doctor": cmd_doctor,
+                "download-hubert": cmd_download_hubert,
+                "bench": cmd_bench,
                 "make-test-model": cmd_make_test_model}
     try:
         if args.command == "worker":

@@ -66,16 +66,17 @@ class Worker:
     def load(self, req: dict) -> dict:
         from sheg.inference.load import load_model
 
-        key = (req.get("model"), req.get("device", "auto"), req.get("hubert"))
+        key = (req.get("model"), req.get("device", "auto"), req.get("hubert"), req.get("fps_mode"))
         if self.model is None or key != self.model_key:
             self.model = None  # free the old one before loading the next
-            self.model = load_model(req.get("model"), device=req.get("device", "auto"), hubert=req.get("hubert"))
+            self.model = load_model(req.get("model"), device=req.get("device", "auto"), hubert=req.get("hubert"),
+                                    fps_mode=req.get("fps_mode"))
             self.model_key = key
         return {"event": "loaded", "model": self.model.summary()}
 
     def generate(self, req: dict, rid) -> dict:
         if self.model is None:
-            self.load({"model": req.get("model"), "device": req.get("device", "auto"), "hubert": req.get("hubert")})
+            self.load({k: req.get(k) for k in ("model", "hubert", "fps_mode")} | {"device": req.get("device", "auto")})
         if not isinstance(req.get("audio"), str) or not isinstance(req.get("out"), str) or not req["audio"] \
                 or not req["out"]:
             raise ShegError("generate needs 'audio' (input file) and 'out' (take .npz path) as strings")

@@ -106,3 +106,19 @@ def write_official_stats(folder, profile: str, seed: int = 0) -> Path:
     np.save(folder / "json_mean.npy", rng.uniform(0, 0.3, 51))
     np.save(folder / "json_std.npy", rng.uniform(0.01, 0.2, 51))
     return folder
+
+
+def write_official_archive(path, show_stats, beat_stats) -> Path:
+    """A data.tar.gz in the layout of DiffSHEG's assets/data.tar.gz (DIFFSHEG_FACTS §1.4), from a SHOW
+    talkshow_mean_std.npy and a folder with the four BEAT .npy files."""
+    import tarfile
+
+    beat = Path(beat_stats)
+    train = "data/BEAT/beat_cache/beat_4english_15_141/train"
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(show_stats, "data/SHOW/talkshow_mean_std.npy")
+        for stem in ("axis_angle_mean", "axis_angle_std"):
+            tar.add(beat / f"{stem}.npy", f"{train}/{stem}.npy")
+        for stem in ("json_mean", "json_std"):
+            tar.add(beat / f"{stem}.npy", f"{train}/facial52/{stem}.npy")
+    return Path(path)

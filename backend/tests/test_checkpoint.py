@@ -337,3 +337,71 @@ def test_torch_files_that_are_not_official_checkpoints(tmp_path):
 
     with pytest.raises(CheckpointError, match="no checkpoint file at"):
         read_official_checkpoint(tmp_path / "absent.tar")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# one-step import: detected profile, statistics straight from data.tar.gz, JSON progress (what the add-on runs)
+
+
+@pytest.fixture(scope="module")
+def data_archive(work):
+    from official_format import write_official_archive
+
+    show = write_official_stats(work / "archive_show", "show")
+    beat = write_official_stats(work / "archive_beat", "beat")
+    return write_official_archive(work / "data.tar.gz", show, beat), show, beat
+
+
+@pytest.mark.parametrize("profile", ["show", "beat"])
+def test_cli_detects_the_profile_and_reads_the_stats_from_data_tar_gz(profile, request, work, data_archive):
+    from sheg_cli import run_cli
+
+    tar = request.getfixturevalue(f"{profile}_tar")
+    archive, show_stats, beat_stats = data_archive
+    out = work / f"detected_{profile}"
+    proc = run_cli("import-diffsheg", tar, "--stats", archive, "-o", out, "--json")
+    try:
+        assert proc.returncode == 0, proc.stderr
+        events = [json.loads(line) for line in proc.stdout.splitlines()]
+        fractions = [e["fraction"] for e in events if e["event"] == "progress"]
+        assert len(fractions) >= 4 and fractions == sorted(fractions)
+        done = events[-1]
+        assert done["event"] == "done" and done["profile"] == profile and done["out"] == str(out)
+        assert done["fps"] == (30 if profile == "show" else 15) and "non-commercial" in done["license"]
+        meta = read_model_meta(out)
+        mean, std = official_stats(profile, show_stats if profile == "show" else beat_stats)
+        assert np.array_equal(np.float32(meta["stats"]["mean"]), mean)
+        assert np.array_equal(np.float32(meta["stats"]["std"]), std)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def test_wrong_or_damaged_files_are_one_line_and_write_nothing(work, show_tar, data_archive):
+    from sheg_cli import run_cli
+
+    archive = data_archive[0]
+    damaged = work / "damaged.tar"
+    damaged.write_bytes(show_tar.read_bytes()[:5_000_000])
+    not_stats = work / "not_stats.tar.gz"
+    import tarfile
+
+    with tarfile.open(not_stats, "w:gz") as t:
+        t.add(__file__, "readme.py")
+    cases = [(damaged, archive, "damaged.tar is a truncated or damaged PyTorch checkpoint"),
+             (archive, archive, "data.tar.gz is a gzip archive (unpack it first), not a PyTorch checkpoint"),
+             (show_tar, not_stats, "not_stats.tar.gz holds no talkshow_mean_std.npy")]
+    for ckpt, stats, message in cases:
+        out = work / "never"
+        proc = run_cli("import-diffsheg", ckpt, "--stats", stats, "-o", out, "--json")
+        assert proc.returncode == 2 and not out.exists(), proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and message in proc.stderr, proc.stderr
+
+
+def test_a_checkpoint_of_neither_profile_is_named(work):
+    from sheg.io.checkpoint import detect_profile
+
+    state = {"encoder_exp.pid_embed.0.weight": torch.zeros(2048, 7)}
+    with pytest.raises(CheckpointError, match="7 style slots and no classifier-free .* matches neither"):
+        detect_profile(state, "x.tar")
+    with pytest.raises(CheckpointError, match="no encoder_exp.pid_embed.0.weight"):
+        detect_profile({}, "x.tar")

@@ -72,6 +72,30 @@ def test_cli_generate_json_summary(tiny_model_dir, tmp_path):
         assert z["poses"].shape == (120, 165) and float(z["mocap_frame_rate"]) == 30.0
 
 
+def test_cli_generate_with_a_beat_model_writes_the_take_and_its_arkit_json(tmp_path):
+    from sheg.motion.layouts import ARKIT_NAMES, BEAT_JOINT_NAMES
+
+    model = tmp_path / "beat"
+    made = run_cli("make-test-model", model, "--layout", "beat")
+    assert made.returncode == 0, made.stderr
+    out = tmp_path / "take.npz"
+    proc = run_cli("generate", SPEECH, "-o", out, "--model", model, "--steps", "3", "--json", "--quiet")
+    assert proc.returncode == 0, proc.stderr  # it used to fail here, after writing the npz
+    summary = json.loads(proc.stdout)["takes"][0]
+    json_path = tmp_path / "take_arkit.json"
+    assert summary["files"] == [str(out), str(json_path)]
+    assert (summary["frames"], summary["fps"]) == (60, 15.0)  # 4.0 s at 15 fps
+    with np.load(out) as z:
+        weights, names = z["arkit_weights"], list(z["arkit_names"])
+        assert z["beat_poses"].shape == (60, 47, 3) and list(z["beat_joint_names"]) == list(BEAT_JOINT_NAMES)
+        assert float(z["mocap_frame_rate"]) == 15.0
+    doc = json.loads(json_path.read_text())
+    assert doc["names"] == names == list(ARKIT_NAMES) and doc["fps"] == 15.0 and len(doc["frames"]) == 60
+    assert [f["time"] for f in doc["frames"][:3]] == [0.0, 1 / 15, 2 / 15]
+    np.testing.assert_allclose([f["weights"] for f in doc["frames"]], weights, atol=1e-6)
+    assert np.ptp(weights, axis=0).min() > 0  # real generated values, not a constant
+
+
 def test_cli_several_files_into_folder(tiny_model_dir, tmp_path):
     a = write_wave(tmp_path / "a.wav", 1.5)
     b = write_wave(tmp_path / "b.flac".replace(".flac", ".wav"), 2.0)

@@ -5,8 +5,9 @@ librosa defaults otherwise (n_fft 2048, Hann, centred frames with zero padding, 
 18 kHz with hop 600 (30 frames/s, SHOW) or 1200 (15 frames/s, BEAT). The motion has one frame per mel frame, and the
 final centred frame is dropped, so a clip of N samples gives N // hop frames.
 
-HuBERT features (optional, `sheg[hubert]`): the last hidden state of HuBERT-large, fed 16 kHz audio in chunks and
-interpolated linearly (align_corners=True) to the motion frames.
+HuBERT features (optional, `sheg[hubert]`): the last hidden state of HuBERT-large, fed 16 kHz audio normalised over
+the whole clip, in the official code's 20-s windows, and interpolated linearly (align_corners=True) to the motion
+frames.
 """
 
 from __future__ import annotations
@@ -168,12 +169,33 @@ def mel_features(wave: np.ndarray, spec: AudioFeatureSpec, frames: int | None = 
     return out
 
 
+# HuBERT's convolutional front end is one big kernel of 400 samples with a stride of 320 (50 frames/s at 16 kHz).
+HUBERT_KERNEL, HUBERT_STRIDE = 400, 320
+# Long audio goes through HuBERT in windows of this many output frames, as in the official code.
+HUBERT_WINDOW_FRAMES = 1000
+
+
+def hubert_windows(num_samples: int, window_frames: int = HUBERT_WINDOW_FRAMES) -> list[tuple[int, int]]:
+    """The [start, stop) sample ranges the official DiffSHEG code feeds HuBERT (`get_hubert_from_16k_speech_long`):
+    windows of 320,080 samples (exactly 1,000 output frames) every 320,000 samples, so consecutive windows overlap
+    by kernel - stride = 80 samples and their frames join without a gap or a repeat; then the rest, when it holds at
+    least one kernel. A clip shorter than one window is one range."""
+    step = HUBERT_STRIDE * window_frames
+    length = step - HUBERT_STRIDE + HUBERT_KERNEL
+    full = num_samples // step
+    ranges = [(i * step, min(num_samples, i * step + length)) for i in range(full)]
+    if num_samples - full * step >= HUBERT_KERNEL or not ranges:
+        ranges.append((full * step, num_samples))
+    return ranges
+
+
 def hubert_features(wave_16k: np.ndarray, frames: int, model: str, device: str = "cpu",
-                    chunk_samples: int = 320_000) -> np.ndarray:
+                    window_frames: int = HUBERT_WINDOW_FRAMES) -> np.ndarray:
     """HuBERT-large last hidden state (frames, 1024) float32, interpolated to the motion frames.
 
     `model` is a local folder or a Hugging Face model id (the user's machine downloads it; this project never does in
-    its tests). The audio is fed in chunks of `chunk_samples` (20 s at 16 kHz), as the official code does.
+    its tests). As in the official code, the whole clip is normalised at once by the model's feature extractor and
+    then fed in the windows of `hubert_windows` (20 s each at 16 kHz); clips up to 20 s are one window.
     """
     try:
         import torch
@@ -189,13 +211,14 @@ def hubert_features(wave_16k: np.ndarray, frames: int, model: str, device: str =
         raise ShegError(
             f"HuBERT model not available from '{model}' ({first}); download facebook/hubert-large-ls960-ft "
             f"to a folder and pass it with --hubert FOLDER") from None
+    wave = np.asarray(wave_16k, dtype=np.float32)
+    if len(wave) < HUBERT_KERNEL:  # shorter than HuBERT's first conv kernel: pad so it yields a frame
+        wave = np.pad(wave, (0, HUBERT_KERNEL - len(wave)))
+    values = extractor(wave, sampling_rate=16000, return_tensors="np").input_values[0].astype(np.float32)
     pieces = []
     with torch.inference_mode():
-        for start in range(0, len(wave_16k), chunk_samples):
-            piece = wave_16k[start:start + chunk_samples]
-            if len(piece) < 400:  # shorter than HuBERT's first conv kernel: pad so it yields a frame
-                piece = np.pad(piece, (0, 400 - len(piece)))
-            inputs = extractor(piece, sampling_rate=16000, return_tensors="pt").input_values.to(device)
+        for start, stop in hubert_windows(len(values), window_frames):
+            inputs = torch.from_numpy(values[start:stop])[None].to(device)
             pieces.append(net(inputs).last_hidden_state[0].float().cpu())
     feats = torch.cat(pieces, dim=0)  # (H, 1024) at 50 Hz
     feats = F.interpolate(feats.T[None], size=frames, mode="linear", align_corners=True)[0].T

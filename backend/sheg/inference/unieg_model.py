@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from typing import Callable
@@ -24,18 +25,33 @@ from sheg.inference.keep import KeepConstraint, keep_constraint
 from sheg.motion.layouts import get_layout, take_from_vector
 from sheg.version import __version__
 
+# "native": the model's own rate (SHOW 30 fps: mel hop 600 at 18 kHz). "official-15": the official SHOW custom-audio
+# script's path, mel hop 1200 at 18 kHz, so 15 motion frames per second of audio (DIFFSHEG_FACTS §2, §11).
+FPS_MODES = ("native", "official-15")
+OFFICIAL_15_HOP = 1200
+
 
 class Model:
     """A loaded model folder, ready to generate. Holds the network on its device between calls."""
 
-    def __init__(self, net: torch.nn.Module, meta: dict, device: torch.device, hubert: str | None = None):
+    def __init__(self, net: torch.nn.Module, meta: dict, device: torch.device, hubert: str | None = None,
+                 fps_mode: str | None = None):
         self.net = net.eval()
         self.meta = meta
         self.device = device
         self.layout = get_layout(meta["layout"])
         self.audio_spec = AudioFeatureSpec.from_dict(meta["audio"])
-        self.sample_rate = self.audio_spec.sample_rate  # of the audio generate() reads (mel)
         self.fps = float(meta.get("fps", self.audio_spec.fps))
+        self.fps_mode = fps_mode or meta.get("fps_mode") or "native"
+        if self.fps_mode not in FPS_MODES:
+            raise BadInput(f"unknown fps mode '{self.fps_mode}': use {' or '.join(FPS_MODES)}")
+        if self.fps_mode == "official-15":
+            if self.layout.name != "show" or self.audio_spec.hop_length == OFFICIAL_15_HOP:
+                raise BadInput(f"fps mode official-15 is for SHOW models at 30 fps; this {self.layout.name.upper()} "
+                               f"model already runs at {self.fps:g} fps: use fps mode native")
+            self.audio_spec = dataclasses.replace(self.audio_spec, hop_length=OFFICIAL_15_HOP)
+            self.fps = self.audio_spec.fps
+        self.sample_rate = self.audio_spec.sample_rate  # of the audio generate() reads (mel)
         self.window = int(meta["window"])
         self.overlap = int(meta["overlap"])
         self.schedule = NoiseSchedule()
@@ -69,7 +85,7 @@ class Model:
         return {"name": self.model_id, "layout": self.layout.name, "fps": self.fps, "window": self.window,
                 "overlap": self.overlap, "speakers": self.speakers, "default_style": self.default_style,
                 "guidance_scale": self.default_guidance, "steps": self.default_steps,
-                "hubert": self.uses_hubert, "device": str(self.device)}
+                "hubert": self.uses_hubert, "device": str(self.device), "fps_mode": self.fps_mode}
 
     # -- features -------------------------------------------------------------------------------------------------
 
@@ -144,7 +160,7 @@ class Model:
         meta = {"model_id": self.model_id, "seed": int(seed), "steps": steps or self.default_steps,
                 "guidance": self.default_guidance if guidance is None else float(guidance),
                 "style": self.default_style if style is None else int(style), "sheg_version": __version__,
-                "layout": self.layout.name}
+                "layout": self.layout.name, "fps_mode": self.fps_mode}
         if constraint is not None:
             meta["kept_frames"] = int(constraint.frame_mask.sum())
             meta["kept_values"] = int(constraint.mask.sum())

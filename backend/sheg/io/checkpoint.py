@@ -16,6 +16,7 @@ import os
 import pickle
 import re
 import shutil
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -411,6 +412,21 @@ def _profile(profile: str) -> str:
     return key
 
 
+def detect_profile(state_dict: dict, name: str) -> str:
+    """'show' or 'beat' from the speaker count and the classifier-free null embedding of an official state_dict."""
+    pid = state_dict.get("encoder_exp.pid_embed.0.weight")
+    found = (pid.shape[1] if pid is not None and pid.dim() == 2 else None, "encoder_exp.null_cond_emb" in state_dict)
+    for profile, spec in OFFICIAL_PROFILES.items():
+        config = spec["config"]()
+        if found == (config.style_dim, config.classifier_free):
+            return profile
+    if found[0] is None:
+        raise CheckpointError(f"{name} has no encoder_exp.pid_embed.0.weight: not a DiffSHEG UniEG checkpoint "
+                              f"({EXPECTED_OFFICIAL})")
+    raise CheckpointError(f"{name} has {found[0]} style slots and {'a' if found[1] else 'no'} classifier-free null "
+                          "embedding: it matches neither official checkpoint (SHOW: 4 with, BEAT: 30 without)")
+
+
 def _check_profile(state_dict: dict, profile: str, name: str) -> None:
     """Say clearly when a checkpoint is the other official model (speaker count and CFG embedding differ)."""
     pid = state_dict.get("encoder_exp.pid_embed.0.weight")
@@ -484,6 +500,29 @@ def _vector(values, length: int, what: str, source: Path) -> np.ndarray:
     return arr
 
 
+_ARCHIVE_STATS = {"show": ("talkshow_mean_std.npy",),
+                  "beat": ("axis_angle_mean.npy", "axis_angle_std.npy", "json_mean.npy", "json_std.npy")}
+
+
+def _extract_stats(archive: Path, profile: str, folder: Path) -> Path:
+    """Copy the statistics files of `profile` out of DiffSHEG's assets/data.tar.gz (read as data: regular files
+    with known names only, written flat into `folder`); returns `folder`. BEAT's come from its train split."""
+    wanted = _ARCHIVE_STATS[profile]
+    try:
+        with tarfile.open(archive) as tar:
+            members = [m for m in tar.getmembers() if m.isfile() and os.path.basename(m.name) in wanted]
+            members.sort(key=lambda m: "/train/" not in m.name)  # the train split first
+            for name in wanted:
+                member = next((m for m in members if os.path.basename(m.name) == name), None)
+                if member is None:
+                    raise BadInput(f"{archive.name} holds no {name}: expected DiffSHEG's assets/data.tar.gz")
+                (folder / name).write_bytes(tar.extractfile(member).read())
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise BadInput(f"{archive.name} is a damaged archive ({_first_line(exc)}): download DiffSHEG's "
+                       "assets/data.tar.gz again") from None
+    return folder
+
+
 def official_stats(profile: str, stats_path) -> tuple[np.ndarray, np.ndarray]:
     """DiffSHEG's normalization statistics as float32 (mean, std) of the network vector (SHOW 232, BEAT 192).
 
@@ -491,11 +530,15 @@ def official_stats(profile: str, stats_path) -> tuple[np.ndarray, np.ndarray]:
     (165, TalkSHOW order) and expression_mean/expression_std (100).
     BEAT: a folder (or one of its files) with axis_angle_mean/std.npy (141) and json_mean/std.npy (51), also found
     under BEAT/ or facial52/ as in the official cache layout.
+    Either may also be DiffSHEG's assets/data.tar.gz itself.
     """
     profile = _profile(profile)
     path = Path(stats_path)
     if not path.exists():
         raise BadInput(f"no statistics at {path}: pass DiffSHEG's stats (from its assets/data.tar.gz)")
+    if path.is_file() and path.suffix != ".npy" and tarfile.is_tarfile(path):
+        with tempfile.TemporaryDirectory(prefix="sheg-stats-") as tmp:
+            return official_stats(profile, _extract_stats(path, profile, Path(tmp)))
     if profile == "show":
         file = path if path.is_file() else _find(path, "talkshow_mean_std.npy", (".", "SHOW", "data/SHOW"))
         if file is None:
@@ -547,19 +590,29 @@ def official_stats(profile: str, stats_path) -> tuple[np.ndarray, np.ndarray]:
 # import
 
 
-def import_diffsheg(ckpt_path, profile: str, stats_path, out_dir, *, name: str | None = None) -> Path:
+def import_diffsheg(ckpt_path, profile: str | None, stats_path, out_dir, *, name: str | None = None,
+                    progress=None) -> Path:
     """Turn an official DiffSHEG checkpoint + its statistics into a SHEG model folder; returns the folder.
 
-    profile: "show" (ckpt_e2599.tar, SMPL-X, 30 fps) or "beat" (fgd_best.tar, BEAT skeleton + ARKit, 15 fps).
-    The weights must match the official network exactly (no silent partial loading).
+    profile: "show" (ckpt_e2599.tar, SMPL-X, 30 fps) or "beat" (fgd_best.tar, BEAT skeleton + ARKit, 15 fps), or
+    None to detect it from the checkpoint's keys and shapes. The weights must match the official network exactly
+    (no silent partial loading). progress(stage, fraction) is told of each step.
     """
-    profile = _profile(profile)
-    spec = OFFICIAL_PROFILES[profile]
+    report = progress or (lambda stage, fraction: None)
     ckpt_path = Path(ckpt_path)
-    mean, std = official_stats(profile, stats_path)  # cheap: fail on bad stats before reading 600 MB
+    if profile is not None:
+        profile = _profile(profile)
+        official_stats(profile, stats_path)  # cheap: fail on bad stats before reading 600 MB
+    report("reading the checkpoint", 0.05)
     checkpoint = _load_official(ckpt_path)
     state_dict = _official_state_dict(checkpoint, ckpt_path.name)
+    if profile is None:
+        profile = detect_profile(state_dict, ckpt_path.name)
     _check_profile(state_dict, profile, ckpt_path.name)
+    report("reading the statistics", 0.4)
+    mean, std = official_stats(profile, stats_path)
+    spec = OFFICIAL_PROFILES[profile]
+    report("checking the weights", 0.5)
     model = _build_and_load(spec["config"](), state_dict, ckpt_path.name)
     epoch = checkpoint.get("ep")
     meta = {
@@ -579,4 +632,5 @@ def import_diffsheg(ckpt_path, profile: str, stats_path, out_dir, *, name: str |
                    "epoch": int(epoch) if isinstance(epoch, (int, np.integer)) else None},
         "license": LICENSE,
     }
+    report("writing the model folder", 0.7)
     return save_model_dir(out_dir, model, meta)
