@@ -36,6 +36,9 @@ class AudioFeatureSpec:
     power: float = 2.0
     log: bool = False
     hubert: dict | None = None  # {"model": id or folder, "sample_rate": 16000 (22050 reproduces the official bug)}
+    # None: the mel as computed. "utterance": log-mel standardised over the clip (see normalize_utterance), so a
+    # voice, a microphone or a recording level the model never heard reads like the ones it was trained on.
+    normalize: str | None = None
 
     @property
     def fps(self) -> float:
@@ -44,10 +47,52 @@ class AudioFeatureSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "AudioFeatureSpec":
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        return cls(**known)
+        spec = cls(**known)
+        if spec.normalize not in NORMALIZATIONS:
+            raise BadInput(f"audio.normalize must be one of {', '.join(map(str, NORMALIZATIONS))}, got "
+                           f"{spec.normalize!r}")
+        if spec.normalize == "utterance" and not spec.log:
+            raise BadInput("audio.normalize 'utterance' standardises log-mel: it needs audio.log true")
+        return spec
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+NORMALIZATIONS = (None, "utterance")
+# "utterance" takes the log of mel + this share of the clip's loudest mel value (80 dB below it) instead of a fixed
+# 1e-6, so a recording played louder or softer gives exactly the same features.
+UTTERANCE_FLOOR = 1e-8
+# Floor of the spread used by normalize_utterance, in natural-log units: a clip of digital silence (all bands at
+# log(1e-6)) has no spread at all and must not be divided by zero.
+UTTERANCE_STD_FLOOR = 0.5
+
+
+def normalize_utterance(log_mel: np.ndarray) -> np.ndarray:
+    """Cepstral-style mean and variance normalisation of a clip's log-mel (T, n_mels): every band minus its mean
+    over the clip, all bands divided by one spread (the clip's std over all values), so the relative loudness of
+    bands and frames stays. A constant gain or a microphone's tilt (an offset per band in log units) vanishes."""
+    centred = log_mel - log_mel.mean(axis=0, keepdims=True)
+    spread = max(float(centred.std()), UTTERANCE_STD_FLOOR)
+    return (centred / spread).astype(np.float32)
+
+
+def pause_frames(wave: np.ndarray, hop_length: int, frames: int, level: float = 0.05,
+                 min_frames: int = 9) -> np.ndarray:
+    """(frames,) bool: motion frames inside a pause, where frame k covers samples [k hop, (k+1) hop). A pause is a
+    run of at least `min_frames` frames whose RMS is below `level` times the clip's 95th-percentile frame RMS."""
+    wave = np.asarray(wave, dtype=np.float64)
+    usable = min(frames, len(wave) // hop_length)
+    rms = np.zeros(frames)
+    if usable:
+        rms[:usable] = np.sqrt((wave[:usable * hop_length].reshape(usable, hop_length) ** 2).mean(axis=1))
+    quiet = rms <= level * max(float(np.percentile(rms, 95)), 1e-9)
+    out = np.zeros(frames, bool)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], quiet.astype(np.int8), [0]])))
+    for start, stop in zip(edges[0::2], edges[1::2]):
+        if stop - start >= min_frames:
+            out[start:stop] = True
+    return out
 
 
 def _check_file(path: str) -> None:
@@ -163,9 +208,11 @@ def mel_features(wave: np.ndarray, spec: AudioFeatureSpec, frames: int | None = 
         if spec.power != 1.0:
             mag = mag ** spec.power
         mel = mag @ basis.T  # (F, n_mels)
-        if spec.log:
+        if spec.log and spec.normalize is None:
             mel = np.log(mel + 1e-6)
         out[f0:f1] = mel
+    if spec.normalize == "utterance":
+        out = normalize_utterance(np.log(out + UTTERANCE_FLOOR * max(float(out.max()), 1e-30)))
     return out
 
 

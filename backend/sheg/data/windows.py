@@ -6,7 +6,12 @@ A take is an `.npz` with BEAT2/AMASS keys — `poses` (T, 165) axis-angle in SMP
 expressions), audio is turned into mel frames at the same rate (sheg.data.audio), and each frame into the layout's
 network vector (sheg.motion.layouts; SMPL-X takes feed the SHOW layout).
 
+Speakers: a data argument `NAME=PATH` names the speaker of the takes under PATH (one style slot each, in the order
+they first appear); a plain PATH belongs to speaker "default".
+
 Splitting: the last `holdout_seconds` of every take are held out for validation; training windows never touch them.
+With `holdout_speaker`, that speaker's takes are validation data as a whole (never trained on, no style slot, not in
+the statistics): how a model is judged on a voice it never heard.
 Statistics: mean and std of the network vector over all training frames; a std below STD_FLOOR is raised to it
 (see there).
 """
@@ -45,6 +50,7 @@ class Take:
     hubert: np.ndarray | None = None
     fingerprint: str = ""
     known: np.ndarray | None = None  # (D,) bool: the vector values the file holds (None: all); training masks the rest
+    speaker: int = 0  # style slot; -1 for a held-out speaker (validated with the mean of all styles)
 
     @property
     def frames(self) -> int:
@@ -77,6 +83,11 @@ class WindowSet:
                               for t, _ in picks])[:, None, :]
         return vec, mel, hub, known
 
+    def speakers(self, rows) -> np.ndarray:
+        """Style slot (B,) int64 of windows `rows` (-1: a held-out speaker)."""
+        return np.asarray([self.takes[k].speaker for k, _ in self.index[np.asarray(rows, dtype=np.int64)]],
+                          dtype=np.int64)
+
 
 @dataclass
 class TrainingData:
@@ -86,7 +97,8 @@ class TrainingData:
     val: WindowSet
     mean: np.ndarray
     std: np.ndarray
-    sources: list = field(default_factory=list)  # [{"name", "frames", "train_frames", "fingerprint"}]
+    sources: list = field(default_factory=list)  # [{"name", "frames", "train_frames", "fingerprint", "speaker"}]
+    speakers: list = field(default_factory=lambda: ["default"])  # the style slots' names, in slot order
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -136,6 +148,33 @@ def find_takes(paths) -> list[tuple[str, str]]:
         dup = next(n for n in names if names.count(n) > 1)
         raise BadInput(f"two takes are named {dup}: give every take a unique file name")
     return pairs
+
+
+DEFAULT_SPEAKER = "default"
+
+
+def split_speaker(arg: str) -> tuple[str, str]:
+    """'NAME=PATH' -> (NAME, PATH); a plain path -> ('default', path). NAME is letters, digits, '_', '-' or '.'."""
+    arg = os.fspath(arg)
+    name, sep, path = arg.partition("=")
+    if sep and name and all(c.isalnum() or c in "_-." for c in name) and not os.path.exists(arg):
+        return name, path
+    return DEFAULT_SPEAKER, arg
+
+
+def find_speaker_takes(args) -> list[tuple[str, str, str]]:
+    """(speaker, motion file, audio) for data arguments `NAME=PATH` or `PATH` (see find_takes)."""
+    if isinstance(args, (str, os.PathLike)):
+        args = [args]
+    found = []
+    for arg in args:
+        speaker, path = split_speaker(arg)
+        found += [(speaker, motion, audio) for motion, audio in find_takes([path])]
+    names = [os.path.splitext(os.path.basename(motion))[0] for _, motion, _ in found]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise BadInput(f"two takes are named {dup}: give every take a unique file name")
+    return found
 
 
 def _file_fingerprint(*paths: str) -> str:
@@ -336,8 +375,9 @@ def build_training_data(paths, spec: AudioFeatureSpec, fps: float, window: int, 
                         holdout_seconds: float = 10.0, val_stride: int | None = None, layout: Layout = SHOW,
                         stats: tuple[np.ndarray, np.ndarray] | None = None, hubert_model: str | None = None,
                         hubert_rate: int = 16000, device: str = "cpu", mirror: bool = False,
-                        log=None) -> TrainingData:
-    """Load the takes under `paths`, split off the last `holdout_seconds` of each, normalise, and window them.
+                        holdout_speaker: str | None = None, log=None) -> TrainingData:
+    """Load the takes under `paths` (`NAME=PATH` names a speaker), split off the last `holdout_seconds` of each,
+    normalise, and window them. holdout_speaker: validate on that speaker's takes only, whole (see the module).
 
     stats: (mean, std) to use instead of computing them (resuming must reuse the saved ones). mirror: also train on
     every take reflected left <-> right (`load_takes`); validation stays on the takes as captured.
@@ -345,17 +385,32 @@ def build_training_data(paths, spec: AudioFeatureSpec, fps: float, window: int, 
     `val_stride` (default window // 2) frames inside the held-out parts (none when they are shorter than a window).
     """
     log = log or (lambda msg: None)
-    pairs = find_takes(paths)
-    captured, mirrored = [], []
-    for npz, audio in pairs:
-        loaded = load_takes(npz, audio, spec, fps, layout, hubert_model, hubert_rate, device, mirror)
-        captured.append(loaded[0])
+    found = find_speaker_takes(paths)
+    speakers = list(dict.fromkeys(s for s, _, _ in found if s != holdout_speaker))
+    if holdout_speaker is not None and len(speakers) == len({s for s, _, _ in found}):
+        raise BadInput(f"--holdout-speaker {holdout_speaker}: no data is named for that speaker (give it as "
+                       f"{holdout_speaker}=PATH)")
+    if not speakers:
+        raise BadInput(f"every take belongs to the held-out speaker {holdout_speaker}: name other speakers' data too")
+    captured, mirrored, held = [], [], []
+    for speaker, npz, audio in found:
+        heldout = speaker == holdout_speaker
+        loaded = load_takes(npz, audio, spec, fps, layout, hubert_model, hubert_rate, device, mirror and not heldout)
+        for t in loaded:
+            t.speaker = -1 if heldout else speakers.index(speaker)
+        (held if heldout else captured).append(loaded[0])
         mirrored += loaded[1:]
-        log(f"loaded {loaded[0].name}: {loaded[0].frames} frames ({loaded[0].frames / fps:.1f} s)"
-            + (" (+ mirrored)" if mirror else ""))
-    takes = captured + mirrored  # a mirrored take trains on the same frames as its captured one, validates on none
-    stops = [split_frames(t.frames, fps, holdout_seconds) for t in captured] * (2 if mirror else 1)
-    val_ranges = [(stop, t.frames) for t, stop in zip(captured, stops)] + [(0, 0)] * len(mirrored)
+        log(f"loaded {loaded[0].name} ({speaker}{', held out' if heldout else ''}): {loaded[0].frames} frames "
+            f"({loaded[0].frames / fps:.1f} s)" + (" (+ mirrored)" if mirror and not heldout else ""))
+    if holdout_speaker is not None:
+        holdout_seconds = 0.0  # validation is the held-out speaker: every other frame trains
+    # a mirrored take trains on the same frames as its captured one, validates on none; held-out takes only validate
+    stops = [split_frames(t.frames, fps, holdout_seconds) for t in captured]
+    takes = captured + mirrored + held
+    stops = stops * (2 if mirror else 1) + [0] * len(held)
+    val_ranges = ([(stop, t.frames) for t, stop in zip(captured, stops)] + [(0, 0)] * len(mirrored)
+                  + [(0, t.frames) for t in held])
+    captured = captured + held
     if stats is None:
         mean, std = compute_stats(takes, stops)
     else:
@@ -371,6 +426,7 @@ def build_training_data(paths, spec: AudioFeatureSpec, fps: float, window: int, 
         raise BadInput(f"no training window of {window} frames fits: the longest training part is {longest:.2f} s "
                        f"after holding out {holdout_seconds:g} s per take; use more data, a shorter --window or "
                        f"--holdout-seconds")
-    sources = [{"name": t.name, "frames": t.frames, "train_frames": stop, "fingerprint": t.fingerprint}
-               for t, stop in zip(captured, stops)]
-    return TrainingData(train=train, val=val, mean=mean, std=std, sources=sources)
+    stops_of = dict(zip((id(t) for t in takes), stops))
+    sources = [{"name": t.name, "frames": t.frames, "train_frames": stops_of[id(t)], "fingerprint": t.fingerprint,
+                "speaker": speakers[t.speaker] if t.speaker >= 0 else holdout_speaker} for t in captured]
+    return TrainingData(train=train, val=val, mean=mean, std=std, sources=sources, speakers=speakers)

@@ -78,7 +78,7 @@ def _crop(wave: np.ndarray, rate: float, start: float, end: float | None) -> np.
 
 def evaluate(model, audio: str, *, seeds=(0, 1, 2), reference: str | None = None, other_audio=None,
              mean_vel: str | None = None, steps: int | None = None, start: float = 0.0, end: float | None = None,
-             log=None) -> list[dict]:
+             style: int | None = None, guidance: float | None = None, log=None) -> list[dict]:
     """Metric rows (dicts) for `model` (a sheg.inference.unieg_model.Model) on the audio file `audio`.
 
     start/end (seconds) cut the audio and the reference to a range, e.g. a take's held-out last 10 s.
@@ -119,7 +119,7 @@ def evaluate(model, audio: str, *, seeds=(0, 1, 2), reference: str | None = None
     rows, samples, mask = [], [], None
     for seed in seeds:
         log(f"generating seed {seed} ...")
-        take = model.generate((model_wave, model_rate), seed=int(seed), steps=steps)
+        take = model.generate((model_wave, model_rate), seed=int(seed), steps=steps, style=style, guidance=guidance)
         poses = take.arrays["poses"].reshape(take.frames, 55, 3).copy()
         poses[:, ~scored] = 0.0
         poses = poses.reshape(take.frames, -1)
@@ -150,7 +150,7 @@ def evaluate(model, audio: str, *, seeds=(0, 1, 2), reference: str | None = None
 
 
 def evaluate_clips(model, folder: str, *, seeds=(0, 1, 2), mean_vel: str | None = None, steps: int | None = None,
-                   log=None) -> list[dict]:
+                   style: int | None = None, guidance: float | None = None, log=None) -> list[dict]:
     """Metric rows for a set of clips: every take file in `folder` (.npz or SHOW .pkl) with its same-named audio is
     generated from and scored against; its mismatched-audio BC averages over the audio of all the other clips.
     Rows: per clip, the generated mean and the reference; then the means over the clips of both."""
@@ -166,7 +166,7 @@ def evaluate_clips(model, folder: str, *, seeds=(0, 1, 2), mean_vel: str | None 
             log(f"clip {name}")
         others = [other for _, other in pairs if other != audio]
         clip = evaluate(model, audio, seeds=seeds, reference=motion, other_audio=others, mean_vel=mean_vel,
-                        steps=steps, log=log)
+                        steps=steps, style=style, guidance=guidance, log=log)
         mean = next(r for r in clip if r["take"].startswith("generated, mean"))
         ref = next(r for r in clip if r["take"] == "reference (ground truth)")
         rows += [{**mean, "take": f"{name}: generated ({len(list(seeds))} seeds)"}, {**ref, "take": f"{name}: reference"}]
@@ -198,10 +198,12 @@ def eval_main(args) -> int:
         print("sheg: note: no --mean-vel (mean_vel_smplxflame_30.npy): beat consistency is left out", file=sys.stderr)
     seeds = range(args.seed, args.seed + args.seeds)
     if args.clips is not None:
-        rows = evaluate_clips(model, args.clips, seeds=seeds, mean_vel=args.mean_vel, steps=args.steps, log=log)
+        rows = evaluate_clips(model, args.clips, seeds=seeds, mean_vel=args.mean_vel, steps=args.steps,
+                              style=args.style, guidance=args.guidance, log=log)
     else:
         rows = evaluate(model, args.audio, seeds=seeds, reference=args.reference, other_audio=args.other_audio,
-                        mean_vel=args.mean_vel, steps=args.steps, start=args.start, end=args.end, log=log)
+                        mean_vel=args.mean_vel, steps=args.steps, start=args.start, end=args.end, style=args.style,
+                        guidance=args.guidance, log=log)
     if args.mean_vel is None:
         for row in rows:
             row.pop("BC mismatched audio", None)
@@ -233,6 +235,9 @@ def build_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3, help="number of generated takes (seeds --seed, --seed+1, ...)")
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the model's)")
+    p.add_argument("--style", type=int, default=None, help="speaker/style slot to generate in (default: the model's)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (default: the model's; 1 = off)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     p.set_defaults(func=eval_main)

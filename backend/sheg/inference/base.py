@@ -141,3 +141,22 @@ def lowpass(vec: np.ndarray, fps: float, cutoff_hz: float) -> np.ndarray:
         return vec
     sos = butter(2, cutoff_hz, fs=fps, output="sos")
     return sosfiltfilt(sos, vec, axis=0, padlen=min(len(vec) - 1, 3 * 2 * len(sos))).astype(vec.dtype)
+
+
+def close_jaw_in_pauses(vec: np.ndarray, jaw: slice, pauses: np.ndarray, ramp_frames: int) -> np.ndarray:
+    """The jaw channels `jaw` of a SHOW vector (T, D) eased to rest (zero rotation: the mouth closed) inside pauses,
+    (T,) bool (data.audio.pause_frames), as a lip-sync rest shape: full rest from `ramp_frames` into a pause on,
+    a linear ease over the first and last `ramp_frames` of it; frames of speech are untouched. A model card's
+    `sampler.close_jaw_in_pauses` asks for it."""
+    pauses = np.asarray(pauses, dtype=bool)
+    if len(pauses) != len(vec):
+        raise ValueError(f"pause mask has {len(pauses)} frames, the motion {len(vec)}")
+    weight = np.zeros(len(vec))
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], pauses.astype(np.int8), [0]])))
+    for start, stop in zip(edges[0::2], edges[1::2]):
+        k = np.arange(stop - start)
+        ramp = max(1, min(int(ramp_frames), (stop - start) // 2))
+        weight[start:stop] = np.minimum(1.0, np.minimum(k + 1, stop - start - k) / ramp)
+    out = vec.copy()
+    out[:, jaw] = vec[:, jaw] * (1.0 - weight[:, None]).astype(vec.dtype)
+    return out

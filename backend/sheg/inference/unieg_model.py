@@ -16,11 +16,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from sheg.data.audio import AudioFeatureSpec, hubert_features, load_audio, mel_features, num_motion_frames
+from sheg.data.audio import AudioFeatureSpec, hubert_features, load_audio, mel_features, num_motion_frames, pause_frames
 from sheg.diffusion.gaussian import NoiseSchedule
 from sheg.diffusion.samplers import count_model_calls, foppas_sample
 from sheg.errors import BadInput, ShegError
-from sheg.inference.base import Take, checked_guidance, checked_seed, finish_take, lowpass
+from sheg.inference.base import Take, checked_guidance, checked_seed, close_jaw_in_pauses, finish_take, lowpass
 from sheg.inference.keep import KeepConstraint, keep_constraint
 from sheg.motion.layouts import get_layout, take_from_vector
 from sheg.version import __version__
@@ -70,6 +70,8 @@ class Model:
         self.eta = float(sampler.get("eta", 0.0))
         self.stabilizer = sampler.get("stabilizer")
         self.stabilizer_t0 = int(sampler.get("stabilizer_t0", 25))
+        # A lip-sync rest shape: the jaw eased shut in pauses of the speech (SHOW layout only)
+        self.close_jaw_in_pauses = bool(sampler.get("close_jaw_in_pauses", False)) and self.layout.name == "show"
         self.default_guidance = float(meta.get("guidance_scale", 1.0))
         self.default_style = int(meta.get("default_style", 0))
         self.uses_hubert = bool(getattr(net.config, "use_hubert", False))
@@ -89,8 +91,9 @@ class Model:
 
     # -- features -------------------------------------------------------------------------------------------------
 
-    def _features(self, audio) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-        """mel (1, T, 128) and HuBERT (1, T, 1024) or None on the model's device; T motion frames."""
+    def _features(self, audio) -> tuple[torch.Tensor, torch.Tensor | None, int, np.ndarray]:
+        """mel (1, T, 128) and HuBERT (1, T, 1024) or None on the model's device; T motion frames; the frames in
+        pauses of the speech (T,) bool."""
         if isinstance(audio, (str, os.PathLike)):
             wave = load_audio(os.fspath(audio), self.audio_spec.sample_rate)
         else:
@@ -103,6 +106,7 @@ class Model:
                 wave = soxr.resample(wave, rate, self.audio_spec.sample_rate).astype(np.float32)
         frames = num_motion_frames(len(wave), self.audio_spec.hop_length)
         mel = mel_features(wave, self.audio_spec, frames)  # raises BadInput when frames < 1
+        pauses = pause_frames(wave, self.audio_spec.hop_length, frames, min_frames=max(1, round(0.3 * self.fps)))
         del wave
         hub = None
         if self.uses_hubert:
@@ -115,7 +119,7 @@ class Model:
             wave_h = load_audio(os.fspath(audio), self.hubert_rate)
             hub = torch.from_numpy(hubert_features(wave_h, frames, self.hubert_model, str(self.device)))[None]
             hub = hub.to(self.device)
-        return torch.from_numpy(mel)[None].to(self.device), hub, frames
+        return torch.from_numpy(mel)[None].to(self.device), hub, frames, pauses
 
     # -- generation -----------------------------------------------------------------------------------------------
 
@@ -146,7 +150,7 @@ class Model:
         seed = checked_seed(seed)
         report = progress or (lambda event: None)
         report({"stage": "features", "fraction": 0.0})
-        mel, hub, frames = self._features(audio)
+        mel, hub, frames, pauses = self._features(audio)
         constraint = None
         if keep is not None:
             constraint = keep_constraint(self.layout, self.fps, frames, keep, keep_frames, keep_parts)
@@ -154,6 +158,9 @@ class Model:
                           jumps=jumps, resample=resample, progress=report, keep=constraint)
         if self.lowpass_hz:
             vec = lowpass(vec, self.fps, self.lowpass_hz)
+        if self.close_jaw_in_pauses:
+            jaw = slice(self.layout.gesture_dim, self.layout.gesture_dim + 3)
+            vec = close_jaw_in_pauses(vec, jaw, pauses, ramp_frames=max(1, round(0.1 * self.fps)))
         if constraint is not None:
             vec = constraint.restore(vec)
         arrays = take_from_vector(self.layout, vec)

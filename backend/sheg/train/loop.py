@@ -24,6 +24,7 @@ rounding of CPU kernels). Ctrl-C in a one-process run saves the last completed s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -62,6 +63,17 @@ CONFIGS = {
         "fps": 30.0, "window": 88, "overlap": 10, "guidance_scale": 1.15,
         "sampler": {"steps": 25, "jump_length": 3, "jump_n_sample": 5},
     },
+    # "small-v2": the same network, one style slot per speaker of the data, reading log-mel standardised over each
+    # clip (AudioFeatureSpec.normalize "utterance"); its model card asks for the 4 Hz low-pass, x0 clipping and the
+    # jaw's rest in pauses from the start.
+    "small-v2": {
+        "unieg": dict(**_SHOW_DIMS, style_dim=1, latent_dim=128, ff_size=256, num_layers=4, num_heads=4,
+                      aud_latent_dim=128, use_hubert=False, classifier_free=True),
+        "audio": dict(**_MEL_30FPS, log=True, hubert=None, normalize="utterance"),
+        "fps": 30.0, "window": 88, "overlap": 10, "guidance_scale": 1.15,
+        "sampler": {"steps": 25, "jump_length": 3, "jump_n_sample": 5, "clip_x0": 4.0, "lowpass_hz": 4.0,
+                    "close_jaw_in_pauses": True},
+    },
     "official-show": {
         "unieg": dict(**_SHOW_DIMS, style_dim=4, classifier_free=True),
         "audio": dict(**_MEL_30FPS, log=False,
@@ -81,7 +93,7 @@ CONFIGS = {
 # Settings a resumed run must keep (default used when a new run does not give them).
 RESUMABLE_DEFAULTS = {"arch": "unieg", "config": "small", "batch": 32, "lr": 2e-4, "seed": 0, "holdout_seconds": 10.0,
                       "window": None, "stride": 1, "loss_eps": 1000.0, "loss_vel": 1.0, "loss_huber": 100.0,
-                      "null_prob": 0.2, "grad_clip": 0.5, "mirror": False}
+                      "null_prob": 0.2, "grad_clip": 0.5, "mirror": False, "holdout_speaker": None}
 DEFAULT_STEPS = 20000
 
 
@@ -235,11 +247,17 @@ class UniEGRecipe:
         cfg, settings = self.cfg, self.settings
         stats = (saved_meta["stats"]["mean"], saved_meta["stats"]["std"]) if saved_meta else None
         hubert_rate = int((cfg["audio"]["hubert"] or {}).get("sample_rate", 16000))
-        return build_training_data(paths, AudioFeatureSpec.from_dict(cfg["audio"]), cfg["fps"], settings["window"],
+        data = build_training_data(paths, AudioFeatureSpec.from_dict(cfg["audio"]), cfg["fps"], settings["window"],
                                    settings["stride"], settings["holdout_seconds"], stats=stats,
                                    hubert_model=self.args.hubert if self.net_config.use_hubert else None,
                                    hubert_rate=hubert_rate, device=str(self.device),
-                                   mirror=settings["mirror"], log=log)
+                                   mirror=settings["mirror"], holdout_speaker=settings["holdout_speaker"], log=log)
+        if saved_meta and list(saved_meta.get("speakers", [])) != data.speakers:
+            raise BadInput(f"the run being resumed has speakers {saved_meta.get('speakers')}, the data now "
+                           f"{data.speakers}: name the same speakers as when it started")
+        # one style slot per speaker named in the data (one slot, "default", when none is named)
+        self.net_config = dataclasses.replace(self.net_config, style_dim=len(data.speakers))
+        return data
 
     def new_net(self):
         from sheg.nets.unieg import UniEG
@@ -273,13 +291,16 @@ class UniEGRecipe:
 
     def batch(self, windows, rows: np.ndarray):
         to = lambda a: None if a is None else torch.from_numpy(a).to(self.device)  # noqa: E731
-        return tuple(map(to, windows.gather(rows)))
+        slots = windows.speakers(rows)
+        styles = np.full((len(rows), self.net_config.style_dim), 1.0 / self.net_config.style_dim, np.float32)
+        styles[slots >= 0] = np.eye(self.net_config.style_dim, dtype=np.float32)[slots[slots >= 0]]
+        return tuple(map(to, windows.gather(rows))) + (to(styles),)
 
     def loss(self, module, batch, t, noise, null_mask) -> dict:
-        x0, mel, hub, known = batch
+        x0, mel, hub, known, style = batch
 
         def denoise(x_t, tt):
-            return module(x_t, tt, self.schedule.x0_coeffs(tt), mel, hub, None, null_mask=null_mask)
+            return module(x_t, tt, self.schedule.x0_coeffs(tt), mel, hub, style, null_mask=null_mask)
 
         return diffusion_loss(denoise, x0, self.schedule, t=t, noise=noise, weights=self.weights, known=known)
 
@@ -288,14 +309,13 @@ class UniEGRecipe:
         audio = dict(cfg["audio"])
         if audio["hubert"] is not None and args.hubert:
             audio["hubert"] = {**audio["hubert"], "model": args.hubert}
-        style_dim = cfg["unieg"]["style_dim"]
         return {
             "name": args.name or f"sheg-{settings['config']}",
             "layout": "show",
             "fps": cfg["fps"], "window": settings["window"], "overlap": min(cfg["overlap"], settings["window"] - 1),
             "audio": audio,
             "stats": {"mean": data.mean.tolist(), "std": data.std.tolist()},
-            "speakers": ["default"] + [f"style{i}" for i in range(1, style_dim)],
+            "speakers": list(data.speakers),
             "default_style": 0,
             "guidance_scale": cfg["guidance_scale"] if cfg["unieg"]["classifier_free"] else 1.0,
             "sampler": dict(cfg["sampler"]),
@@ -524,7 +544,9 @@ def build_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "train", help="train a UniEG or DiffGesture model on SMPL-X takes (.npz + same-named .wav)",
         description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("data", nargs="+", help="take .npz files (each with a same-named .wav) or folders of them")
+    p.add_argument("data", nargs="+",
+                   help="take .npz files or SHOW .pkl fits (each with a same-named .wav) or folders of them; "
+                        "SPEAKER=PATH names the speaker of PATH (one style slot per speaker)")
     p.add_argument("-o", "--out", required=True, help="model folder to write (checkpoints rewrite it)")
     p.add_argument("--arch", default=None, choices=list(RECIPES),
                    help="model family (default unieg; diffgesture trains a DiffGesture on TED Expressive directions)")
@@ -541,6 +563,9 @@ def build_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="seed of init, batches and noise (default 0)")
     p.add_argument("--holdout-seconds", type=float, default=None,
                    help="hold out the last seconds of every take for validation (default 10)")
+    p.add_argument("--holdout-speaker", default=None,
+                   help="validate on this speaker's takes (named SPEAKER=PATH), whole, and train on the others "
+                        "(--holdout-seconds is then 0)")
     p.add_argument("--window", type=int, default=None, help="frames per training window (default: the config's)")
     p.add_argument("--stride", type=int, default=None, help="frames between training window starts (default 1)")
     p.add_argument("--loss-eps", type=float, default=None, help="weight of MSE(eps) (default 1000, official)")
