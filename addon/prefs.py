@@ -9,7 +9,7 @@ import bpy
 from bpy.props import CollectionProperty, EnumProperty, IntProperty, StringProperty
 
 from . import backend_env
-from .core import doctor_report
+from .core import doctor_report, hubert_setup
 
 DEFAULT_MODEL = "Default (embedded)"
 # The models inside the bundled backend: panel label -> the name the backend loads (None: its default).
@@ -51,7 +51,11 @@ class ShegPreferences(bpy.types.AddonPreferences):
                     "Create SMPL-X Rig then builds the exact rig from it; the backend Python needs "
                     "`pip install smplx==0.1.28`")
     hubert_path: StringProperty(name="HuBERT", subtype="DIR_PATH",
-                                description="Optional local HuBERT-large folder for models that use HuBERT")
+                                description="Local HuBERT-large folder for models that use HuBERT (Download HuBERT "
+                                            "sets it)")
+    hubert_endpoint: StringProperty(name="Hub Mirror",
+                                    description="Optional Hugging Face mirror for Download HuBERT, e.g. "
+                                                "https://hf-mirror.com (empty: $HF_ENDPOINT, else huggingface.co)")
     torch_index_url: StringProperty(name="PyTorch Index", description="Optional pip index URL for torch "
                                     "(empty: CPU build, or the CUDA build when the device is CUDA)")
     check_summary: StringProperty(name="Check", default="")
@@ -89,6 +93,10 @@ class ShegPreferences(bpy.types.AddonPreferences):
 
     def hubert(self) -> str | None:
         return bpy.path.abspath(self.hubert_path) if self.hubert_path else None
+
+    def models_need_hubert(self) -> bool:
+        """Whether a listed model reads HuBERT features (the managed install then adds the `hubert` extra)."""
+        return any(hubert_setup.folder_needs_hubert(folder) for _, folder in self.models())
 
     def model_folder_paths(self) -> list[str]:
         """The model folders of the list that exist (a model folder, or a folder holding model folders)."""
@@ -154,7 +162,7 @@ class ShegPreferences(bpy.types.AddonPreferences):
         col.label(text=("Create SMPL-X Rig: exact rig from this file (backend needs: pip install smplx==0.1.28)"
                         if self.smplx_model_path else "Create SMPL-X Rig: stand-in rig (no SMPL-X model file set)"),
                   icon="INFO")
-        col.prop(self, "hubert_path")
+        self._draw_hubert(col)
 
         row = layout.row()
         row.operator("sheg.check_backend", icon="CHECKMARK")
@@ -167,6 +175,29 @@ class ShegPreferences(bpy.types.AddonPreferences):
                 box = layout.box()
                 for icon, text in doctor_report.model_lines(job.report):
                     box.label(text=text, icon=icon)
+                if self.backend_mode == "MANAGED" and doctor_report.needs_transformers(job.report):
+                    box.operator("sheg.install_hubert_support", icon="IMPORT")
+
+    def _draw_hubert(self, col):
+        """The HuBERT folder, Download HuBERT (progress bar and cancel while it runs) and the mirror field."""
+        col.prop(self, "hubert_path")
+        job = backend_env.HUBERT
+        if job.running:
+            row = col.row()
+            row.progress(factor=job.fraction, type="BAR", text=job.message)
+            row.operator("sheg.cancel_hubert_download", text="", icon="CANCEL")
+        else:
+            col.operator("sheg.download_hubert", icon="IMPORT")
+            if job.error:
+                col.label(text=job.error, icon="ERROR")
+            elif job.summary:
+                col.label(text=job.summary, icon="CHECKMARK")
+        col.prop(self, "hubert_endpoint")
+        if (self.backend_mode == "MANAGED" and not backend_env.INSTALL.running and self.models_need_hubert()
+                and backend_env.managed_lacks_hubert_support()):
+            col.label(text="A listed model reads HuBERT features: the managed backend needs HuBERT support",
+                      icon="ERROR")
+            col.operator("sheg.install_hubert_support", icon="IMPORT")
 
     def _draw_managed(self, col):
         python = backend_env.managed_python()
