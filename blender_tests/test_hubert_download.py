@@ -153,3 +153,33 @@ def test_download_hubert_progress_cancel_resume_check_and_generate(scene, backen
     assert bpy.ops.sheg.generate() == {"FINISHED"}, bpy.context.window_manager.sheg_job.last_message
     curves = take_fcurves(armature)
     assert 'pose.bones["right_elbow"].rotation_quaternion[0]' in curves and 'key_blocks["Exp000"].value[0]' in curves
+
+
+@pytest.mark.skipif(not os.environ.get("SHEG_TEST_ONLINE_PIP"),
+                    reason="installs PyTorch and transformers from the package index: set SHEG_TEST_ONLINE_PIP=1")
+def test_managed_install_with_a_hubert_model_adds_the_pinned_extra_and_keeps_torch(addon, tmp_path, hub):
+    """Opt-in (network): the real managed install with HuBERT support into a new venv, then a download with it."""
+    backend_env = addon_module("backend_env")
+    job = backend_env.Job("install-hubert-test")
+    venv, log = str(tmp_path / "venv"), str(tmp_path / "install.log")
+    job.start(backend_env._install, "cpu", "", backend_env.bundled_wheel(), venv, log, True)
+    job.wait(3600)
+    assert not job.running and not job.error, job.error
+    with open(log) as f:
+        text = f.read()
+    assert "sheg[hubert] @ file:" in text and "torch==2.13.0 transformers==5.23.0 huggingface-hub==2.4.0" in text
+    hubert_step = next(step for step in text.split("\n$ ") if "sheg[hubert] @ file:" in step.splitlines()[0])
+    installed = [line for line in hubert_step.splitlines() if line.startswith("Successfully installed")]
+    assert installed and "transformers-5.23.0" in installed[0] and " torch-" not in installed[0]
+    assert "Uninstalling torch" not in text
+    python = backend_env.venv_python(venv)
+    versions = subprocess.run([python, "-c", "import torch, transformers, huggingface_hub as h; "
+                               "print(torch.__version__, transformers.__version__, h.__version__)"],
+                              capture_output=True, text=True, timeout=300)
+    assert versions.stdout.split() == ["2.13.0+cpu", "5.23.0", "2.4.0"], versions.stderr
+    assert addon_module("core.hubert_setup").venv_has_package(venv, "transformers")
+    out = tmp_path / "hubert"
+    done = subprocess.run([python, "-m", "sheg", "download-hubert", "-o", str(out), "--endpoint", hub.endpoint],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert (out / WEIGHTS).read_bytes() == hub.files[WEIGHTS]

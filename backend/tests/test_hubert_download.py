@@ -162,5 +162,6 @@ def test_an_unreachable_endpoint_is_one_line(tmp_path):
     hub.server_close()
     proc = run_cli("download-hubert", "-o", tmp_path / "a", "--endpoint", endpoint)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "a").exists()  # nothing arrived: no folder left behind
     assert f"cannot reach {endpoint} to download facebook/hubert-large-ls960-ft: check the connection (or " \
            "HF_ENDPOINT) and run it again" in proc.stderr

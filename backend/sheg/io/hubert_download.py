@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import time
 
 from sheg.errors import Cancelled, ShegError
@@ -35,9 +36,8 @@ def download_hubert(out_dir: str, repo_id: str = HUBERT_ID, endpoint: str | None
     from an earlier run too), then progress({'stage': 'check'}) before the load check; raising
     sheg.errors.Cancelled from it stops the download (what arrived is kept for the next run)."""
     try:
-        from filelock import FileLock, Timeout
-        from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
-        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+        import filelock  # noqa: F401  (the client's own dependencies, imported where they are used)
+        import huggingface_hub  # noqa: F401
         from huggingface_hub.utils import logging as hub_logging
         from tqdm.auto import tqdm
     except ImportError:
@@ -64,9 +64,34 @@ def download_hubert(out_dir: str, repo_id: str = HUBERT_ID, endpoint: str | None
             super().close()
             self.fp.close()
 
-    os.makedirs(out_dir, exist_ok=True)
+    created = not os.path.exists(out_dir)
     lock_dir = os.path.join(out_dir, ".cache", "huggingface")
     os.makedirs(lock_dir, exist_ok=True)
+    try:
+        files = _fetch_all(out_dir, repo_id, endpoint, report, lock_dir, current, Reporter)
+    except BaseException:
+        if created and not _holds_a_byte(out_dir):  # a run that brought nothing leaves no folder behind
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    report({"stage": "check"})
+    return {"folder": os.path.abspath(out_dir), "files": [os.path.basename(f) for f in files],
+            "hidden_size": check_hubert(out_dir)}
+
+
+def _holds_a_byte(folder: str) -> bool:
+    """Whether `folder` holds any downloaded byte (a file, or a partial one, outside the client's .cache)."""
+    for base, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if d != ".cache"]
+        if any(os.path.getsize(os.path.join(base, n)) for n in names):
+            return True
+    return False
+
+
+def _fetch_all(out_dir, repo_id, endpoint, report, lock_dir, current, Reporter) -> list[str]:
+    from filelock import FileLock, Timeout
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
     files = []
     try:
         with FileLock(os.path.join(lock_dir, "sheg-download.lock"), timeout=0):
@@ -96,9 +121,7 @@ def download_hubert(out_dir: str, repo_id: str = HUBERT_ID, endpoint: str | None
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ShegError(f"downloading {repo_id} failed ({first[:200]}): check the connection (or HF_ENDPOINT) and "
                         "run it again: the bytes that arrived are kept") from None
-    report({"stage": "check"})
-    return {"folder": os.path.abspath(out_dir), "files": [os.path.basename(f) for f in files],
-            "hidden_size": check_hubert(out_dir)}
+    return files
 
 
 def _transport_errors(session) -> tuple:
