@@ -604,8 +604,8 @@ class SHEG_OT_cancel_hubert_download(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (SHEG_OT_generate, SHEG_OT_regenerate, SHEG_OT_cancel, SHEG_OT_new_seed, SHEG_OT_create_rig, SHEG_OT_import_take,
-           SHEG_OT_export_take, SHEG_OT_remove_take, SHEG_OT_solo_take, SHEG_OT_check_backend,
+classes = (SHEG_OT_generate, SHEG_OT_regenerate, SHEG_OT_cancel, SHEG_OT_new_seed, SHEG_OT_create_rig,
+           SHEG_OT_import_take, SHEG_OT_export_take, SHEG_OT_remove_take, SHEG_OT_solo_take, SHEG_OT_check_backend,
            SHEG_OT_install_backend, SHEG_OT_cancel_install, SHEG_OT_add_model, SHEG_OT_cancel_add_model,
            SHEG_OT_accept_model_licence, SHEG_OT_install_hubert_support, SHEG_OT_download_hubert,
            SHEG_OT_cancel_hubert_download)

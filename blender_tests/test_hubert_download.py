@@ -82,6 +82,27 @@ def draw_preferences(prefs) -> list:
     return drawn
 
 
+def test_a_managed_backend_without_transformers_offers_hubert_support(backend_prefs, online, hubert_files):
+    """A real (bare) managed venv and a listed HuBERT model: the preferences show Install HuBERT Support."""
+    import shutil
+
+    backend_env = addon_module("backend_env")
+    backend_prefs.backend_mode = "MANAGED"
+    backend_prefs.model_folders.add().path = hubert_files[1]
+    made = subprocess.run([sys.executable, "-m", "venv", "--without-pip", backend_env.venv_dir()],
+                          capture_output=True, text=True, timeout=120)
+    try:
+        assert made.returncode == 0, made.stderr
+        assert backend_env.managed_lacks_hubert_support()
+        assert bpy.ops.sheg.install_hubert_support.poll()
+        drawn = draw_preferences(backend_prefs)
+        assert "sheg.install_hubert_support" in drawn
+        assert "label:A listed model reads HuBERT features: the managed backend needs HuBERT support" in drawn
+    finally:
+        shutil.rmtree(backend_env.venv_dir(), ignore_errors=True)
+    assert not backend_env.managed_lacks_hubert_support()
+
+
 def _cancel_when_stalled(hub, job, partial: str, seen: list, errors: list) -> None:
     """Beside the blocking operator: note the progress shown, cancel once the stalled download holds its bytes."""
     try:
@@ -142,7 +163,9 @@ def test_download_hubert_progress_cancel_resume_check_and_generate(scene, backen
     assert f"label:{backend_env.HUBERT.summary}" in draw_preferences(backend_prefs)
 
     # 3. Check (sheg doctor) sees it: the HuBERT model is usable with the preference as it is now
+    assert not backend_prefs.models_need_hubert()  # the tiny mel-only model
     backend_prefs.model_folders.add().path = model
+    assert backend_prefs.models_need_hubert()  # a managed install would now add the hubert extra
     assert bpy.ops.sheg.check_backend() == {"FINISHED"}
     entry = next(m for m in backend_env.CHECK.report["models"] if os.path.normpath(m["path"]) == model)
     assert entry["usable"] and not entry["needs"], entry
