@@ -30,6 +30,7 @@ class Hub(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.files, self.repo = files, repo
         self.cut_after, self.stall_after, self.ignore_range, self.etags = {}, {}, False, {}
+        self.hide_size = set()  # names whose HEAD states length 0, as a redirect to a CDN does
         self.ranges, self.gets, self.sent, self.requests = [], [], {}, []
         self.stalled, self.release, self.stall_seconds = threading.Event(), threading.Event(), 60.0
         self._thread = None
@@ -85,7 +86,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         name = self._name()
         if name is None:
             return self._missing()
-        self._headers(name, 200, len(self.server.files[name]))
+        self._headers(name, 200, 0 if name in self.server.hide_size else len(self.server.files[name]))
 
     def do_GET(self):
         name = self._name()

@@ -138,6 +138,17 @@ def test_a_server_that_ignores_range_sends_the_whole_file_again(hub, tmp_path):
     assert (out / WEIGHTS).read_bytes() == hub.files[WEIGHTS]
 
 
+def test_a_size_the_head_does_not_state_comes_from_the_download_and_a_drop_still_resumes(hub, tmp_path):
+    from sheg.io.hubert_download import download_hubert
+
+    hub.hide_size.add(WEIGHTS)
+    hub.cut_after[WEIGHTS] = 7000
+    out = tmp_path / "hubert"
+    assert download_hubert(str(out), endpoint=hub.endpoint)["hidden_size"] == HIDDEN
+    assert hub.ranges == [(WEIGHTS, 7000)] and hub.sent[WEIGHTS] == len(hub.files[WEIGHTS])
+    assert (out / WEIGHTS).read_bytes() == hub.files[WEIGHTS]
+
+
 def test_a_file_that_does_not_match_its_sha256_is_one_line_and_not_kept(hub, tmp_path):
     from sheg.io.hubert_download import download_hubert
 

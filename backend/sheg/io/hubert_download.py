@@ -145,6 +145,7 @@ def fetch_resumable(url: str, dest: str, size: int | None, etag: str | None, rep
     from huggingface_hub.utils import build_hf_headers, get_session
 
     name = os.path.basename(dest)
+    size = size or None  # a redirect's own length (0) is no file size: the download's headers tell it then
     if size is not None and os.path.isfile(dest) and os.path.getsize(dest) == size:
         report({"stage": "download", "file": name, "done": size, "total": size})
         return dest  # finished by an earlier run
@@ -188,7 +189,7 @@ def fetch_resumable(url: str, dest: str, size: int | None, etag: str | None, rep
                         have += len(chunk)
                         report({"stage": "download", "file": name, "done": have, "total": total})
             if size is None:
-                size = have  # no size known: what the completed response brought
+                size = total or have  # no size known before: the response's, else what it brought
         except retryable:
             tries = 0 if _kept(partial) > before else tries + 1
             if tries >= TRIES_WITHOUT_PROGRESS:
