@@ -50,7 +50,8 @@ def generate_problem(context) -> str | None:
         problem = api.audio_problem(scene, strip_audio.find_sound_strip(scene, settings.strip_name))
     return (problem or api.target_problem(settings.armature, settings.face_mesh, settings.parts)
             or api.backend_problem(context)
-            or ShegPreferences.from_context(context).licence_problem(settings.model_path()))
+            or ShegPreferences.from_context(context).licence_problem(settings.model_path())
+            or ShegPreferences.from_context(context).hubert_problem(settings.model_path()))
 
 
 class _GenerationOperator:

@@ -114,6 +114,15 @@ class ShegPreferences(bpy.types.AddonPreferences):
             return None
         return f"Accept the licence of {_model_label(folder)} first ({licence}): press Accept Licence"
 
+    def hubert_problem(self, folder: str | None) -> str | None:
+        """Why a model that reads HuBERT features cannot run on the managed backend yet (no `hubert` extra), or
+        None."""
+        if (self.backend_mode != "MANAGED" or not folder or not hubert_setup.folder_needs_hubert(folder)
+                or not backend_env.managed_lacks_hubert_support()):
+            return None
+        return (f"{_model_label(folder)} reads HuBERT features: press Install HuBERT Support (Preferences > SHEG), "
+                "then Download HuBERT")
+
     def accept_licence(self, folder: str) -> None:
         self.accepted_licences = "\n".join([*self.accepted_licences.splitlines(), os.path.normpath(folder)])
 
@@ -245,8 +254,16 @@ def draw_model_licence(layout, context) -> None:
     folder = context.scene.sheg.model_path()
     if folder and os.path.isdir(folder) and model_licence(folder):
         layout.label(text=f"Licence: {model_licence(folder)}", icon="INFO")
-    if ShegPreferences.from_context(context).licence_problem(folder):
+    prefs = ShegPreferences.from_context(context)
+    if prefs.licence_problem(folder):
         layout.operator("sheg.accept_model_licence", icon="CHECKBOX_HLT")
+    install = backend_env.INSTALL
+    if install.running:
+        row = layout.row()
+        row.progress(factor=install.fraction, type="BAR", text=install.message)
+        row.operator("sheg.cancel_install", text="", icon="CANCEL")
+    elif prefs.hubert_problem(folder):
+        layout.operator("sheg.install_hubert_support", icon="IMPORT")
     job = backend_env.IMPORT
     if job.running:
         row = layout.row()

@@ -82,11 +82,15 @@ def draw_preferences(prefs) -> list:
     return drawn
 
 
-def test_a_managed_backend_without_transformers_offers_hubert_support(backend_prefs, online, hubert_files):
-    """A real (bare) managed venv and a listed HuBERT model: the preferences show Install HuBERT Support."""
+def test_a_managed_backend_without_transformers_offers_hubert_support(scene, backend_prefs, online, hubert_files,
+                                                                      speech_wav):
+    """A real (bare) managed venv and a listed, selected HuBERT model: Install HuBERT Support in the preferences
+    and the panel, and Generate says what to press."""
     import shutil
 
     backend_env = addon_module("backend_env")
+    strip, armature, face = ready_scene(scene, speech_wav, backend_prefs.python_path)
+    configure(scene, strip, armature, face, hubert_files[1])
     backend_prefs.backend_mode = "MANAGED"
     backend_prefs.model_folders.add().path = hubert_files[1]
     made = subprocess.run([sys.executable, "-m", "venv", "--without-pip", backend_env.venv_dir()],
@@ -98,9 +102,15 @@ def test_a_managed_backend_without_transformers_offers_hubert_support(backend_pr
         drawn = draw_preferences(backend_prefs)
         assert "sheg.install_hubert_support" in drawn
         assert "label:A listed model reads HuBERT features: the managed backend needs HuBERT support" in drawn
+        assert addon_module("operators").generate_problem(bpy.context) == (
+            "tiny-test reads HuBERT features: press Install HuBERT Support (Preferences > SHEG), then Download HuBERT")
+        drawn = []
+        bpy.types.SHEG_PT_main.draw(PanelStandIn(LayoutProbe(drawn)), bpy.context)
+        assert "sheg.install_hubert_support" in drawn
     finally:
         shutil.rmtree(backend_env.venv_dir(), ignore_errors=True)
     assert not backend_env.managed_lacks_hubert_support()
+    assert backend_prefs.hubert_problem(hubert_files[1]) is None
 
 
 def _cancel_when_stalled(hub, job, partial: str, seen: list, errors: list) -> None:
