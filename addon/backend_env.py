@@ -4,6 +4,9 @@ Managed mode creates `<extension user folder>/backend/venv` with Blender's own P
 pip-installs torch (CPU or CUDA build, per the device preference) and the sheg wheel shipped inside the extension
 zip at backend_wheels/sheg-*.whl. It runs in a background thread; progress and a log file are kept here and drawn
 by the preferences. Downloads need Blender's "Allow Online Access"; without it the install refuses with a message.
+Models that read HuBERT features need the wheel's `hubert` extra (transformers, pinned, torch kept as installed) and
+HuBERT-large itself: "Install HuBERT Support" and "Download HuBERT" (`sheg download-hubert --json`, resumable, into
+`<extension user folder>/hubert/hubert-large-ls960-ft`) are jobs of the same kind as the install.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import time
 
 import bpy
 
-from .core import doctor_report, worker_client
+from .core import doctor_report, hubert_setup, worker_client
 from .core.pip_output import pip_failure_cause
 
 TORCH_VERSION = "2.13.0"
@@ -87,8 +90,9 @@ def torch_pip_args(device: str, system: str | None = None, index_url: str = "") 
 class Job:
     """State of a background job (install or check); written by its thread, read by the UI."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, kept: str = "pip keeps what it completed"):
         self.name = name
+        self.kept = kept  # what a cancelled run keeps for the next one, for the cancel message
         self.running = False
         self.fraction = 0.0
         self.message = ""
@@ -128,12 +132,13 @@ class Job:
 
     def check_cancelled(self) -> None:
         if self.cancel_requested:
-            raise RuntimeError(f"cancelled: start the {self.name} again to finish it (pip keeps what it completed)")
+            raise RuntimeError(f"cancelled: start the {self.name} again to finish it ({self.kept})")
 
 
 INSTALL = Job("install")
 CHECK = Job("check")
 IMPORT = Job("model import")
+HUBERT = Job("HuBERT download", kept="the bytes that arrived are kept")
 _on_done = {}  # job name -> callable run on the main thread when it finishes
 
 
@@ -198,29 +203,35 @@ def install_problem() -> str | None:
     return None
 
 
-def start_install(device: str, index_url: str = "", on_done=None, block: bool = False) -> Job:
+def start_install(device: str, index_url: str = "", on_done=None, block: bool = False,
+                  with_hubert: bool = False) -> Job:
+    """The managed install; `with_hubert` adds the wheel's `hubert` extra (a listed model reads HuBERT features)."""
     problem = install_problem()
     if problem:
         raise ValueError(problem)
     return _run_job(INSTALL, on_done, block, _install, device, index_url, bundled_wheel(), venv_dir(),
-                    install_log_path())
+                    install_log_path(), with_hubert)
 
 
-def _install(job: Job, device: str, index_url: str, wheel: str, venv: str, log_path: str) -> None:
-    """Thread body: venv -> torch -> sheg wheel -> version check. No bpy calls here."""
+def _install(job: Job, device: str, index_url: str, wheel: str, venv: str, log_path: str,
+             with_hubert: bool = False) -> None:
+    """Thread body: venv -> torch -> sheg wheel (-> its hubert extra) -> version check. No bpy calls here."""
     python = venv_python(venv)
     with open(log_path, "w", encoding="utf-8") as log:
         log.write(f"SHEG backend install {time.strftime('%Y-%m-%d %H:%M:%S')} device={device}\n")
         steps = [
             ("Creating the Python environment", 0.05, None if os.path.isfile(python) else
              [sys.executable, "-m", "venv", venv]),
-            ("Installing PyTorch", 0.70,
+            ("Installing PyTorch", 0.70 if with_hubert else 0.75,
              [python, "-m", "pip", "install", "--disable-pip-version-check", *torch_pip_args(device, None,
                                                                                           index_url)]),
-            ("Installing the SHEG backend", 0.95,
+            ("Installing the SHEG backend", 0.80 if with_hubert else 0.95,
              [python, "-m", "pip", "install", "--disable-pip-version-check", wheel]),
-            ("Checking the backend", 1.0, [python, "-m", "sheg", "--version"]),
         ]
+        if with_hubert:
+            steps.append(("Installing HuBERT support", 0.95,
+                          hubert_setup.hubert_extra_command(python, wheel, TORCH_VERSION)))
+        steps.append(("Checking the backend", 1.0, [python, "-m", "sheg", "--version"]))
         start = 0.0
         for message, end, command in steps:
             job.check_cancelled()
@@ -270,6 +281,124 @@ def _run_logged(what: str, command: list[str], log, job: Job, start: float, end:
         cause = pip_failure_cause(output) or sheg_error or next(
             (line.strip() for line in reversed(output) if line.strip()), f"exit code {code}")
         raise RuntimeError(f"{what} failed: {cause} (log: {log.name})")
+
+
+# --- HuBERT: the hubert extra in the managed backend, and HuBERT-large itself ---------------------------------------
+
+def managed_lacks_hubert_support() -> bool:
+    """The managed backend is installed but has no `transformers` (the `hubert` extra)."""
+    return os.path.isfile(managed_python()) and not hubert_setup.venv_has_package(venv_dir(), "transformers")
+
+
+def hubert_support_problem() -> str | None:
+    """Why "Install HuBERT Support" cannot start now, or None."""
+    if INSTALL.running or HUBERT.running:
+        return "the backend install or a HuBERT download is running: wait for it or cancel it"
+    if not os.path.isfile(managed_python()):
+        return "the managed backend is not installed: press Install Backend first (it adds HuBERT support too)"
+    if not bpy.app.online_access:
+        return ("online access is disabled: enable Preferences > System > Network > Allow Online Access to "
+                "download HuBERT support, or install it yourself: BACKEND_PYTHON -m pip install 'sheg[hubert]'")
+    if bundled_wheel() is None:
+        return ("this extension build has no backend wheel (backend_wheels/sheg-*.whl): build it with "
+                "`python3 build.py build`")
+    return None
+
+
+def start_hubert_support(on_done=None, block: bool = False) -> Job:
+    """pip-install the bundled wheel's `hubert` extra (pinned; torch stays) into the managed backend: the INSTALL
+    job, with its progress bar and cancel."""
+    problem = hubert_support_problem()
+    if problem:
+        raise ValueError(problem)
+    return _run_job(INSTALL, on_done, block, _install_hubert_support, managed_python(), bundled_wheel(),
+                    install_log_path())
+
+
+def _install_hubert_support(job: Job, python: str, wheel: str, log_path: str) -> None:
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"SHEG HuBERT support {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        job.message = "Installing HuBERT support"
+        _run_logged(job.message, hubert_setup.hubert_extra_command(python, wheel, TORCH_VERSION), log, job, 0.0,
+                    1.0)
+    job.fraction, job.message = 1.0, "Installed"
+    job.summary = "HuBERT support installed in the managed backend (transformers)"
+
+
+def hubert_root() -> str:
+    return bpy.utils.extension_path_user(__package__, path="hubert", create=True)
+
+
+def hubert_folder() -> str:
+    """Where Download HuBERT puts facebook/hubert-large-ls960-ft (a resumed download continues there)."""
+    return os.path.join(hubert_root(), hubert_setup.FOLDER_NAME)
+
+
+def hubert_download_problem(python: str, managed: bool) -> str | None:
+    """Why Download HuBERT cannot start now, or None."""
+    if HUBERT.running:
+        return "HuBERT is being downloaded: wait for it or cancel it"
+    if INSTALL.running:
+        return "the backend install is running: wait for it, then download HuBERT"
+    if not bpy.app.online_access:
+        return ("online access is disabled: enable Preferences > System > Network > Allow Online Access to "
+                "download HuBERT, or download it elsewhere and set the HuBERT folder")
+    if not python or not os.path.isfile(python):
+        return f"the backend Python was not found ({python or 'not set'}): set up the backend first"
+    if managed and managed_lacks_hubert_support() and bundled_wheel() is None:
+        return "the managed backend lacks HuBERT support and this build has no backend wheel to add it"
+    return None
+
+
+def cancel_hubert_download() -> bool:
+    if not HUBERT.running:
+        return False
+    HUBERT.cancel()
+    return True
+
+
+def start_hubert_download(python: str, endpoint: str = "", managed: bool = False, on_done=None,
+                          block: bool = False) -> Job:
+    """Download HuBERT-large into hubert_folder() with progress and cancel (a cancelled or failed run keeps its
+    bytes: the next one resumes); a managed backend without HuBERT support gets it first. job.report is the
+    backend's 'done' event ({'folder', 'files', 'hidden_size'})."""
+    problem = hubert_download_problem(python, managed)
+    if problem:
+        raise ValueError(problem)
+    extra = (hubert_setup.hubert_extra_command(python, bundled_wheel(), TORCH_VERSION)
+             if managed and managed_lacks_hubert_support() else None)
+    return _run_job(HUBERT, on_done, block, _download_hubert, hubert_setup.download_command(
+        python, hubert_folder(), endpoint), extra, os.path.join(backend_root(), "hubert_download.log"))
+
+
+def _download_hubert(job: Job, command: list[str], extra: list[str] | None, log_path: str) -> None:
+    import json
+
+    job.report = None
+    start = 0.0
+    with open(log_path, "w", encoding="utf-8") as log:
+        log.write(f"SHEG HuBERT download {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        if extra:
+            job.message = "Installing HuBERT support"
+            _run_logged(job.message, extra, log, job, 0.0, 0.2)
+            start = 0.2
+
+        def on_line(line: str) -> None:
+            if not line.startswith("{"):
+                return
+            event = json.loads(line)
+            if event.get("event") == "done":
+                job.report = event
+            shown = hubert_setup.download_progress(event, start, 1.0)
+            if shown:
+                job.message, job.fraction = shown
+
+        job.message = "Downloading HuBERT"
+        _run_logged("Downloading HuBERT", command, log, job, start, 1.0, on_line=on_line)
+    if not job.report:
+        raise RuntimeError(f"Downloading HuBERT ended without its result (log: {log_path})")
+    job.fraction, job.message = 1.0, "Downloaded"
+    job.summary = f"HuBERT downloaded to {job.report['folder']} ({job.report['hidden_size']}-wide features, loads)"
 
 
 # --- check ----------------------------------------------------------------------------------------------------------

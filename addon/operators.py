@@ -16,6 +16,7 @@ from bpy.props import BoolProperty, EnumProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
 from . import api, backend_env, strip_audio, takes
+from .core import hubert_setup
 from .core.worker_client import DONE, RUNNING, WorkerError, one_line
 from .prefs import ShegPreferences
 
@@ -49,7 +50,8 @@ def generate_problem(context) -> str | None:
         problem = api.audio_problem(scene, strip_audio.find_sound_strip(scene, settings.strip_name))
     return (problem or api.target_problem(settings.armature, settings.face_mesh, settings.parts)
             or api.backend_problem(context)
-            or ShegPreferences.from_context(context).licence_problem(settings.model_path()))
+            or ShegPreferences.from_context(context).licence_problem(settings.model_path())
+            or ShegPreferences.from_context(context).hubert_problem(settings.model_path()))
 
 
 class _GenerationOperator:
@@ -404,6 +406,15 @@ def _register_added_model(job) -> None:
     scene = getattr(bpy.context, "scene", None)
     if scene is not None:
         scene.sheg.model = job.report["out"]
+    _add_hubert_support_if_needed(prefs, job.report["out"])
+
+
+def _add_hubert_support_if_needed(prefs, folder: str) -> None:
+    """A model reading HuBERT features on a managed backend without the `hubert` extra: install it now (when
+    online access allows; otherwise Check says what the model needs and the button is there)."""
+    if (prefs.backend_mode == "MANAGED" and hubert_setup.folder_needs_hubert(folder)
+            and backend_env.managed_lacks_hubert_support() and backend_env.hubert_support_problem() is None):
+        backend_env.start_hubert_support(on_done=_store_check_summary)
 
 
 class SHEG_OT_add_model(bpy.types.Operator):
@@ -488,7 +499,8 @@ class SHEG_OT_install_backend(bpy.types.Operator):
     def execute(self, context):
         prefs = ShegPreferences.from_context(context)
         try:
-            job = backend_env.start_install(prefs.device_name(), prefs.torch_index_url, on_done=_install_done)
+            job = backend_env.start_install(prefs.device_name(), prefs.torch_index_url, on_done=_install_done,
+                                            with_hubert=prefs.models_need_hubert())
         except ValueError as exc:
             self.report({"ERROR"}, one_line(str(exc)))
             return {"CANCELLED"}
@@ -517,7 +529,84 @@ class SHEG_OT_cancel_install(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (SHEG_OT_generate, SHEG_OT_regenerate, SHEG_OT_cancel, SHEG_OT_new_seed, SHEG_OT_create_rig, SHEG_OT_import_take,
-           SHEG_OT_export_take, SHEG_OT_remove_take, SHEG_OT_solo_take, SHEG_OT_check_backend,
+def _report_job(operator, job) -> set:
+    """What an operator that started a background job returns: running, or its error / summary at once."""
+    if job.running:
+        return {"FINISHED"}
+    if job.error:
+        operator.report({"ERROR"}, job.error)
+        return {"CANCELLED"}
+    operator.report({"INFO"}, job.summary)
+    return {"FINISHED"}
+
+
+class SHEG_OT_install_hubert_support(bpy.types.Operator):
+    bl_idname = "sheg.install_hubert_support"
+    bl_label = "Install HuBERT Support"
+    bl_description = ("Install the backend's `hubert` extra (transformers, pinned; PyTorch stays as it is) into the "
+                      "managed backend, for models that read HuBERT features")
+
+    @classmethod
+    def poll(cls, context):
+        return _poll_with_reason(cls, backend_env.hubert_support_problem())
+
+    def execute(self, context):
+        try:
+            job = backend_env.start_hubert_support(on_done=_store_check_summary)
+        except ValueError as exc:
+            self.report({"ERROR"}, one_line(str(exc)))
+            return {"CANCELLED"}
+        return _report_job(self, job)
+
+
+def _hubert_downloaded(job) -> None:
+    """On the main thread after a download: point the HuBERT preference at the folder (only when it loads)."""
+    if job.error or not job.report:
+        return
+    try:
+        prefs = ShegPreferences.from_context(bpy.context)
+    except KeyError:
+        return  # the add-on was disabled meanwhile
+    prefs.hubert_path = job.report["folder"]
+    bpy.context.preferences.is_dirty = True
+
+
+class SHEG_OT_download_hubert(bpy.types.Operator):
+    bl_idname = "sheg.download_hubert"
+    bl_label = "Download HuBERT"
+    bl_description = ("Download facebook/hubert-large-ls960-ft (1.3 GB) into the add-on's user folder, check that it "
+                      "loads and set the HuBERT folder to it; a cancelled or interrupted download resumes")
+
+    @classmethod
+    def poll(cls, context):
+        prefs = ShegPreferences.from_context(context)
+        return _poll_with_reason(cls, backend_env.hubert_download_problem(prefs.backend_python(),
+                                                                           prefs.backend_mode == "MANAGED"))
+
+    def execute(self, context):
+        prefs = ShegPreferences.from_context(context)
+        try:
+            job = backend_env.start_hubert_download(prefs.backend_python(), prefs.hubert_endpoint,
+                                                    managed=prefs.backend_mode == "MANAGED",
+                                                    on_done=_hubert_downloaded)
+        except ValueError as exc:
+            self.report({"ERROR"}, one_line(str(exc)))
+            return {"CANCELLED"}
+        return _report_job(self, job)
+
+
+class SHEG_OT_cancel_hubert_download(bpy.types.Operator):
+    bl_idname = "sheg.cancel_hubert_download"
+    bl_label = "Cancel HuBERT Download"
+    bl_description = "Stop the HuBERT download (the bytes that arrived are kept: Download HuBERT again resumes)"
+
+    def execute(self, context):
+        backend_env.cancel_hubert_download()
+        return {"FINISHED"}
+
+
+classes = (SHEG_OT_generate, SHEG_OT_regenerate, SHEG_OT_cancel, SHEG_OT_new_seed, SHEG_OT_create_rig,
+           SHEG_OT_import_take, SHEG_OT_export_take, SHEG_OT_remove_take, SHEG_OT_solo_take, SHEG_OT_check_backend,
            SHEG_OT_install_backend, SHEG_OT_cancel_install, SHEG_OT_add_model, SHEG_OT_cancel_add_model,
-           SHEG_OT_accept_model_licence)
+           SHEG_OT_accept_model_licence, SHEG_OT_install_hubert_support, SHEG_OT_download_hubert,
+           SHEG_OT_cancel_hubert_download)

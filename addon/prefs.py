@@ -9,7 +9,7 @@ import bpy
 from bpy.props import CollectionProperty, EnumProperty, IntProperty, StringProperty
 
 from . import backend_env
-from .core import doctor_report
+from .core import doctor_report, hubert_setup
 
 DEFAULT_MODEL = "Default (embedded)"
 # The models inside the bundled backend: panel label -> the name the backend loads (None: its default).
@@ -51,7 +51,11 @@ class ShegPreferences(bpy.types.AddonPreferences):
                     "Create SMPL-X Rig then builds the exact rig from it; the backend Python needs "
                     "`pip install smplx==0.1.28`")
     hubert_path: StringProperty(name="HuBERT", subtype="DIR_PATH",
-                                description="Optional local HuBERT-large folder for models that use HuBERT")
+                                description="Local HuBERT-large folder for models that use HuBERT (Download HuBERT "
+                                            "sets it)")
+    hubert_endpoint: StringProperty(name="Hub Mirror",
+                                    description="Optional Hugging Face mirror for Download HuBERT, e.g. "
+                                                "https://hf-mirror.com (empty: $HF_ENDPOINT, else huggingface.co)")
     torch_index_url: StringProperty(name="PyTorch Index", description="Optional pip index URL for torch "
                                     "(empty: CPU build, or the CUDA build when the device is CUDA)")
     check_summary: StringProperty(name="Check", default="")
@@ -90,6 +94,10 @@ class ShegPreferences(bpy.types.AddonPreferences):
     def hubert(self) -> str | None:
         return bpy.path.abspath(self.hubert_path) if self.hubert_path else None
 
+    def models_need_hubert(self) -> bool:
+        """Whether a listed model reads HuBERT features (the managed install then adds the `hubert` extra)."""
+        return any(hubert_setup.folder_needs_hubert(folder) for _, folder in self.models())
+
     def model_folder_paths(self) -> list[str]:
         """The model folders of the list that exist (a model folder, or a folder holding model folders)."""
         paths = [bpy.path.abspath(entry.path) for entry in self.model_folders if entry.path]
@@ -105,6 +113,15 @@ class ShegPreferences(bpy.types.AddonPreferences):
         if "non-commercial" not in licence.lower() or os.path.normpath(folder) in self.accepted_licences.splitlines():
             return None
         return f"Accept the licence of {_model_label(folder)} first ({licence}): press Accept Licence"
+
+    def hubert_problem(self, folder: str | None) -> str | None:
+        """Why a model that reads HuBERT features cannot run on the managed backend yet (no `hubert` extra), or
+        None."""
+        if (self.backend_mode != "MANAGED" or not folder or not hubert_setup.folder_needs_hubert(folder)
+                or not backend_env.managed_lacks_hubert_support()):
+            return None
+        return (f"{_model_label(folder)} reads HuBERT features: press Install HuBERT Support (Preferences > SHEG), "
+                "then Download HuBERT")
 
     def accept_licence(self, folder: str) -> None:
         self.accepted_licences = "\n".join([*self.accepted_licences.splitlines(), os.path.normpath(folder)])
@@ -154,7 +171,7 @@ class ShegPreferences(bpy.types.AddonPreferences):
         col.label(text=("Create SMPL-X Rig: exact rig from this file (backend needs: pip install smplx==0.1.28)"
                         if self.smplx_model_path else "Create SMPL-X Rig: stand-in rig (no SMPL-X model file set)"),
                   icon="INFO")
-        col.prop(self, "hubert_path")
+        self._draw_hubert(col)
 
         row = layout.row()
         row.operator("sheg.check_backend", icon="CHECKMARK")
@@ -167,6 +184,29 @@ class ShegPreferences(bpy.types.AddonPreferences):
                 box = layout.box()
                 for icon, text in doctor_report.model_lines(job.report):
                     box.label(text=text, icon=icon)
+                if self.backend_mode == "MANAGED" and doctor_report.needs_transformers(job.report):
+                    box.operator("sheg.install_hubert_support", icon="IMPORT")
+
+    def _draw_hubert(self, col):
+        """The HuBERT folder, Download HuBERT (progress bar and cancel while it runs) and the mirror field."""
+        col.prop(self, "hubert_path")
+        job = backend_env.HUBERT
+        if job.running:
+            row = col.row()
+            row.progress(factor=job.fraction, type="BAR", text=job.message)
+            row.operator("sheg.cancel_hubert_download", text="", icon="CANCEL")
+        else:
+            col.operator("sheg.download_hubert", icon="IMPORT")
+            if job.error:
+                col.label(text=job.error, icon="ERROR")
+            elif job.summary:
+                col.label(text=job.summary, icon="CHECKMARK")
+        col.prop(self, "hubert_endpoint")
+        if (self.backend_mode == "MANAGED" and not backend_env.INSTALL.running and self.models_need_hubert()
+                and backend_env.managed_lacks_hubert_support()):
+            col.label(text="A listed model reads HuBERT features: the managed backend needs HuBERT support",
+                      icon="ERROR")
+            col.operator("sheg.install_hubert_support", icon="IMPORT")
 
     def _draw_managed(self, col):
         python = backend_env.managed_python()
@@ -214,8 +254,16 @@ def draw_model_licence(layout, context) -> None:
     folder = context.scene.sheg.model_path()
     if folder and os.path.isdir(folder) and model_licence(folder):
         layout.label(text=f"Licence: {model_licence(folder)}", icon="INFO")
-    if ShegPreferences.from_context(context).licence_problem(folder):
+    prefs = ShegPreferences.from_context(context)
+    if prefs.licence_problem(folder):
         layout.operator("sheg.accept_model_licence", icon="CHECKBOX_HLT")
+    install = backend_env.INSTALL
+    if install.running:
+        row = layout.row()
+        row.progress(factor=install.fraction, type="BAR", text=install.message)
+        row.operator("sheg.cancel_install", text="", icon="CANCEL")
+    elif prefs.hubert_problem(folder):
+        layout.operator("sheg.install_hubert_support", icon="IMPORT")
     job = backend_env.IMPORT
     if job.running:
         row = layout.row()

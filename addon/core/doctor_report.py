@@ -26,3 +26,9 @@ def model_lines(report: dict) -> list[tuple[str, str]]:
         if not pkg.get("installed"):
             lines.append(("INFO", f"{name} not installed (for {pkg['for']}): {pkg['fix']}"))
     return lines
+
+
+def needs_transformers(report: dict) -> bool:
+    """Whether a model of the report cannot run for lack of the `transformers` package (the `hubert` extra)."""
+    return any(need.get("what") == "transformers" for model in report.get("models", [])
+               for need in model.get("needs", []))

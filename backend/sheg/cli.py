@@ -214,7 +214,8 @@ def _add_download_hubert(sub) -> None:
     p.add_argument("--repo", default=None, help="Hugging Face repository (default: facebook/hubert-large-ls960-ft)")
     p.add_argument("--endpoint", default=None, help="hub endpoint (default: $HF_ENDPOINT, else Hugging Face)")
     p.add_argument("--json", action="store_true",
-                   help="JSON lines on stdout: {'event': 'progress', 'file', 'done', 'total'} then {'event': 'done'}")
+                   help="JSON lines on stdout: {'event': 'progress', 'stage': 'download', 'file', 'done', 'total'} "
+                        "..., {'event': 'progress', 'stage': 'check'}, then {'event': 'done', 'folder', ...}")
 
 
 def cmd_download_hubert(args) -> int:
@@ -224,7 +225,7 @@ def cmd_download_hubert(args) -> int:
 
     def progress(event):
         # one line per file and per percent is plenty for a progress bar
-        key = (event["file"], 100 * event["done"] // max(1, event["total"]))
+        key = (event.get("file"), 100 * event.get("done", 0) // max(1, event.get("total", 0)))
         if args.json and key != last.get("key"):
             last["key"] = key
             print(json.dumps({"event": "progress", **event}), flush=True)

@@ -86,7 +86,8 @@ def check_model(path: str, hubert: str | None = None) -> dict:
     if arch != "diffgesture" and (meta.get("config") or {}).get("use_hubert"):
         if importlib.util.find_spec("transformers") is None:
             entry["needs"].append({"what": "transformers", "problem": "HuBERT models need the transformers package",
-                                   "fix": _pip("sheg[hubert]")})
+                                   "fix": _pip("sheg[hubert]") + " (add-on with a managed backend: Preferences > "
+                                                                 "Install HuBERT Support)"})
         problem = hubert_problem(hubert or ((meta.get("audio") or {}).get("hubert") or {}).get("model") or HUBERT_ID)
         if problem:
             entry["needs"].append(problem)

@@ -32,3 +32,10 @@ def test_missing_packages_are_listed_with_their_fix():
     assert doctor_report.model_lines(report) == [
         ("INFO", "smplx not installed (for the exact rig): py -m pip install 'smplx==0.1.28'")]
     assert doctor_report.summary_part(report) == "models: 0 of 0 usable"
+
+
+def test_a_model_that_lacks_transformers_is_seen():
+    need = {"what": "transformers", "problem": "HuBERT models need the transformers package", "fix": "pip"}
+    assert doctor_report.needs_transformers({"models": [{"needs": [need]}]})
+    assert not doctor_report.needs_transformers({"models": [{"needs": [{"what": "HuBERT"}]}, {"needs": []}]})
+    assert not doctor_report.needs_transformers({})
