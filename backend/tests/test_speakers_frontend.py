@@ -140,3 +140,18 @@ def test_a_model_card_can_ask_for_the_jaw_rest(tmp_path):
     assert np.abs(plain[75:105, jaw]).max() > 1e-4 and np.abs(shut[75:105, jaw]).max() == 0.0
     assert np.array_equal(np.delete(shut, np.s_[66:69], axis=1), np.delete(plain, np.s_[66:69], axis=1))
     assert np.array_equal(shut[:50], plain[:50])
+
+
+def test_the_default_model_shuts_the_mouth_in_two_seconds_of_silence(tmp_path):
+    """The issue's clip: speech, 2 s of silence, speech (the bundled CMU ARCTIC utterance twice)."""
+    import sheg
+    from sheg.data.audio import load_audio
+    from sheg.evaluation.metrics import jaw_energy_correlation, jaw_silence_ratio
+
+    speech = load_audio(str(Path(__file__).resolve().parents[2] / "assets" / "speech" / "arctic_a0007.wav"), 16000)
+    wave = np.concatenate([speech, np.zeros(2 * 16000, np.float32), speech])
+    wav = tmp_path / "speech_pause_speech.wav"
+    sf.write(wav, wave, 16000)
+    poses = sheg.load_model(None, device="cpu").generate(str(wav), seed=0).arrays["poses"]
+    assert jaw_silence_ratio(poses, wave, 16000, 30.0) <= 0.2
+    assert jaw_energy_correlation(poses, wave, 16000, 30.0) > 0.5
