@@ -30,7 +30,7 @@ def test_ten_seconds_give_150_frames_at_15_fps_from_hop_1200_mel(show_dir, ten_s
     native = sheg.load_model(show_dir, device="cpu")
     official = sheg.load_model(show_dir, device="cpu", fps_mode="official-15")
     assert (native.fps, official.fps, official.audio_spec.hop_length) == (30.0, 15.0, 1200)
-    mel, _, frames = official._features(ten_seconds)
+    mel, _, frames, _ = official._features(ten_seconds)
     assert frames == 150 and mel.shape == (1, 150, 128)
     wave = load_audio(ten_seconds, 18000)
     np.testing.assert_allclose(mel[0].numpy(), mel_features(wave, AudioFeatureSpec(hop_length=1200), 150), rtol=1e-6)
