@@ -182,12 +182,17 @@ def _run_job(job: Job, on_done, block: bool, target, *args) -> Job:
 
 # --- managed install -----------------------------------------------------------------------------------------------
 
+def _cancel(job: Job) -> bool:
+    """Stop `job` if it runs (its subprocess is terminated). False when it was not running."""
+    if not job.running:
+        return False
+    job.cancel()
+    return True
+
+
 def cancel_install() -> bool:
     """Stop a running managed install (its pip process is terminated). False when none is running."""
-    if not INSTALL.running:
-        return False
-    INSTALL.cancel()
-    return True
+    return _cancel(INSTALL)
 
 
 def install_problem() -> str | None:
@@ -351,10 +356,7 @@ def hubert_download_problem(python: str, managed: bool) -> str | None:
 
 
 def cancel_hubert_download() -> bool:
-    if not HUBERT.running:
-        return False
-    HUBERT.cancel()
-    return True
+    return _cancel(HUBERT)
 
 
 def start_hubert_download(python: str, endpoint: str = "", managed: bool = False, on_done=None,
@@ -502,10 +504,7 @@ def new_model_folder(root: str, checkpoint: str) -> str:
 
 
 def cancel_import() -> bool:
-    if not IMPORT.running:
-        return False
-    IMPORT.cancel()
-    return True
+    return _cancel(IMPORT)
 
 
 def start_import(python: str, checkpoint: str, stats: str, on_done=None, block: bool = False) -> Job:

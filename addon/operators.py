@@ -506,12 +506,7 @@ class SHEG_OT_install_backend(bpy.types.Operator):
             return {"CANCELLED"}
         if job.running:
             self.report({"INFO"}, f"Installing the backend in the background (log: {backend_env.install_log_path()})")
-        elif job.error:
-            self.report({"ERROR"}, job.error)
-            return {"CANCELLED"}
-        else:
-            self.report({"INFO"}, job.summary)
-        return {"FINISHED"}
+        return _report_job(self, job)
 
 
 class SHEG_OT_cancel_install(bpy.types.Operator):
