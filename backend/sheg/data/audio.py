@@ -63,8 +63,8 @@ NORMALIZATIONS = (None, "utterance")
 # "utterance" takes the log of mel + this share of the clip's loudest mel value (80 dB below it) instead of a fixed
 # 1e-6, so a recording played louder or softer gives exactly the same features.
 UTTERANCE_FLOOR = 1e-8
-# Floor of the spread used by normalize_utterance, in natural-log units: a clip of digital silence (all bands at
-# log(1e-6)) has no spread at all and must not be divided by zero.
+# Floor of the spread used by normalize_utterance, in natural-log units: a clip of digital silence (every band at
+# the same floor) has no spread at all and must not be divided by zero.
 UTTERANCE_STD_FLOOR = 0.5
 
 
@@ -77,19 +77,24 @@ def normalize_utterance(log_mel: np.ndarray) -> np.ndarray:
     return (centred / spread).astype(np.float32)
 
 
+def true_runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[(start, stop)] of every run of consecutive True values in a 1-D bool array, in order."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], np.asarray(mask, dtype=np.int8), [0]])))
+    return list(zip(edges[0::2].tolist(), edges[1::2].tolist()))
+
+
 def pause_frames(wave: np.ndarray, hop_length: int, frames: int, level: float = 0.05,
                  min_frames: int = 9) -> np.ndarray:
     """(frames,) bool: motion frames inside a pause, where frame k covers samples [k hop, (k+1) hop). A pause is a
     run of at least `min_frames` frames whose RMS is below `level` times the clip's 95th-percentile frame RMS."""
-    wave = np.asarray(wave, dtype=np.float64)
     usable = min(frames, len(wave) // hop_length)
     rms = np.zeros(frames)
     if usable:
-        rms[:usable] = np.sqrt((wave[:usable * hop_length].reshape(usable, hop_length) ** 2).mean(axis=1))
+        blocks = np.asarray(wave[:usable * hop_length]).reshape(usable, hop_length)  # a view: long audio is not copied
+        rms[:usable] = np.sqrt(np.einsum("ij,ij->i", blocks, blocks, dtype=np.float64) / hop_length)
     quiet = rms <= level * max(float(np.percentile(rms, 95)), 1e-9)
     out = np.zeros(frames, bool)
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], quiet.astype(np.int8), [0]])))
-    for start, stop in zip(edges[0::2], edges[1::2]):
+    for start, stop in true_runs(quiet):
         if stop - start >= min_frames:
             out[start:stop] = True
     return out

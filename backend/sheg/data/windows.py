@@ -406,11 +406,11 @@ def build_training_data(paths, spec: AudioFeatureSpec, fps: float, window: int, 
         holdout_seconds = 0.0  # validation is the held-out speaker: every other frame trains
     # a mirrored take trains on the same frames as its captured one, validates on none; held-out takes only validate
     stops = [split_frames(t.frames, fps, holdout_seconds) for t in captured]
+    read = list(zip(captured, stops)) + [(t, 0) for t in held]  # each file read, with its training frames
     takes = captured + mirrored + held
     stops = stops * (2 if mirror else 1) + [0] * len(held)
     val_ranges = ([(stop, t.frames) for t, stop in zip(captured, stops)] + [(0, 0)] * len(mirrored)
                   + [(0, t.frames) for t in held])
-    captured = captured + held
     if stats is None:
         mean, std = compute_stats(takes, stops)
     else:
@@ -426,7 +426,6 @@ def build_training_data(paths, spec: AudioFeatureSpec, fps: float, window: int, 
         raise BadInput(f"no training window of {window} frames fits: the longest training part is {longest:.2f} s "
                        f"after holding out {holdout_seconds:g} s per take; use more data, a shorter --window or "
                        f"--holdout-seconds")
-    stops_of = dict(zip((id(t) for t in takes), stops))
-    sources = [{"name": t.name, "frames": t.frames, "train_frames": stops_of[id(t)], "fingerprint": t.fingerprint,
-                "speaker": speakers[t.speaker] if t.speaker >= 0 else holdout_speaker} for t in captured]
+    sources = [{"name": t.name, "frames": t.frames, "train_frames": stop, "fingerprint": t.fingerprint,
+                "speaker": speakers[t.speaker] if t.speaker >= 0 else holdout_speaker} for t, stop in read]
     return TrainingData(train=train, val=val, mean=mean, std=std, sources=sources, speakers=speakers)

@@ -20,7 +20,7 @@ import math
 import numpy as np
 from scipy.signal import argrelextrema
 
-from sheg.data.audio import AudioFeatureSpec, mel_features
+from sheg.data.audio import AudioFeatureSpec, mel_features, true_runs
 
 # Joints whose speed minima count as motion beats in BEAT2/EMAGE's BC: spine1-3, neck, collars, head, shoulders,
 # elbows, wrists.
@@ -301,8 +301,7 @@ def silent_frames(wave: np.ndarray, sr: int, fps: float, frames: int) -> np.ndar
     quiet = rms <= SILENCE_LEVEL * max(float(np.percentile(rms, 95)), 1e-9)
     out = np.zeros(frames, bool)
     margin, shortest = int(round(SILENCE_MARGIN_SECONDS * fps)), int(round(SILENCE_MIN_SECONDS * fps))
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], quiet.astype(np.int8), [0]])))
-    for start, stop in zip(edges[0::2], edges[1::2]):
+    for start, stop in true_runs(quiet):
         if stop - start >= shortest:
             out[start + margin:stop - margin] = True
     return out

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from sheg.data.audio import true_runs
 from sheg.errors import BadInput, DeviceError, ShegError
 from sheg.io.take import sha256_of, write_arkit_json, write_take
 
@@ -152,8 +153,7 @@ def close_jaw_in_pauses(vec: np.ndarray, jaw: slice, pauses: np.ndarray, ramp_fr
     if len(pauses) != len(vec):
         raise ValueError(f"pause mask has {len(pauses)} frames, the motion {len(vec)}")
     weight = np.zeros(len(vec))
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], pauses.astype(np.int8), [0]])))
-    for start, stop in zip(edges[0::2], edges[1::2]):
+    for start, stop in true_runs(pauses):
         k = np.arange(stop - start)
         ramp = max(1, min(int(ramp_frames), (stop - start) // 2))
         weight[start:stop] = np.minimum(1.0, np.minimum(k + 1, stop - start - k) / ramp)

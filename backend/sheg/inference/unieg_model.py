@@ -91,9 +91,9 @@ class Model:
 
     # -- features -------------------------------------------------------------------------------------------------
 
-    def _features(self, audio) -> tuple[torch.Tensor, torch.Tensor | None, int, np.ndarray]:
+    def _features(self, audio) -> tuple[torch.Tensor, torch.Tensor | None, int, np.ndarray | None]:
         """mel (1, T, 128) and HuBERT (1, T, 1024) or None on the model's device; T motion frames; the frames in
-        pauses of the speech (T,) bool."""
+        pauses of the speech (T,) bool when the card asks for the jaw's rest, else None."""
         if isinstance(audio, (str, os.PathLike)):
             wave = load_audio(os.fspath(audio), self.audio_spec.sample_rate)
         else:
@@ -106,7 +106,9 @@ class Model:
                 wave = soxr.resample(wave, rate, self.audio_spec.sample_rate).astype(np.float32)
         frames = num_motion_frames(len(wave), self.audio_spec.hop_length)
         mel = mel_features(wave, self.audio_spec, frames)  # raises BadInput when frames < 1
-        pauses = pause_frames(wave, self.audio_spec.hop_length, frames, min_frames=max(1, round(0.3 * self.fps)))
+        pauses = None
+        if self.close_jaw_in_pauses:
+            pauses = pause_frames(wave, self.audio_spec.hop_length, frames, min_frames=max(1, round(0.3 * self.fps)))
         del wave
         hub = None
         if self.uses_hubert:

@@ -14,18 +14,17 @@ of an LFS file), its sha256, then renamed into place. A server that ignores Rang
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
 import time
 
 from sheg.errors import Cancelled, ShegError
+from sheg.io.take import sha256_of
 
 HUBERT_ID = "facebook/hubert-large-ls960-ft"
 HUBERT_FILES = ("config.json", "preprocessor_config.json")
 HUBERT_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # the first one the repository has
-CHUNK = 1 << 20
 TRIES_WITHOUT_PROGRESS = 5  # connection attempts in a row that bring no byte before the run gives up
 
 
@@ -200,11 +199,7 @@ def fetch_resumable(url: str, dest: str, size: int | None, etag: str | None, rep
         os.remove(partial)
         raise ShegError(f"{name} arrived with {have} bytes instead of {size}: run the download again")
     if etag and re.fullmatch(r"[0-9a-f]{64}", etag):
-        digest = hashlib.sha256()
-        with open(partial, "rb") as f:
-            for block in iter(lambda: f.read(CHUNK), b""):
-                digest.update(block)
-        if digest.hexdigest() != etag:
+        if sha256_of(partial) != etag:
             os.remove(partial)
             raise ShegError(f"{name} does not match its sha256 {etag[:12]}…: run the download again (it starts "
                             "over)")
