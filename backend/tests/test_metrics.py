@@ -230,6 +230,12 @@ def test_correlation_and_jaw_energy():
     assert metrics.jaw_energy_correlation(poses, wave, SR, FPS) == pytest.approx(1.0)
     assert metrics.jaw_energy_correlation(poses, wave, SR, FPS, mode="magnitude") == pytest.approx(1.0)
     assert np.isnan(metrics.jaw_energy_correlation(np.zeros((frames, 165)), wave, SR, FPS))
+    # against a captured jaw: the common length, sign kept
+    longer = np.zeros((frames + 7, 165))
+    longer[:frames, 66] = poses[:, 66] * 3.0 + 0.01
+    assert metrics.jaw_reference_correlation(poses, longer[:frames]) == pytest.approx(1.0)
+    longer[:frames, 66] *= -1.0
+    assert metrics.jaw_reference_correlation(poses, longer) == pytest.approx(-1.0)  # the 7 extra frames unused
 
 
 def test_format_table():

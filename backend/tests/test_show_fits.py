@@ -2,6 +2,7 @@
 marked unknown and left out of the statistics and the loss."""
 
 import glob
+import os
 import pickle
 from pathlib import Path
 
@@ -85,6 +86,57 @@ def test_training_data_mixes_takes_and_fits_with_hands_masked(tmp_path):
     assert read_motion(oliver[0]).fps == 30.0
 
 
+@needs_show
+def test_the_jaw_of_fits_can_be_left_out_of_the_loss_and_captured_jaws_stay(tmp_path):
+    from test_train import write_take
+
+    write_take(tmp_path, "captured", 3.0, seed=3)
+    fit = sorted(glob.glob(str(SHOW_DIR / "oliver" / "*" / "*.pkl")))[0]
+    spec = AudioFeatureSpec(sample_rate=18000, hop_length=600, n_fft=2048, n_mels=128)
+    jaw = slice(SHOW.gesture_dim, SHOW.gesture_dim + 3)
+    kept = build_training_data([fit, str(tmp_path)], spec, fps=30.0, window=32, stride=16, holdout_seconds=1.0)
+    left = build_training_data([fit, str(tmp_path)], spec, fps=30.0, window=32, stride=16, holdout_seconds=1.0,
+                               show_jaw=False)
+    known = {t.name: t.known for t in left.train.takes}
+    fit_name = os.path.splitext(os.path.basename(fit))[0]
+    assert not known[fit_name][jaw].any() and known[fit_name][:39].all() and known[fit_name][132:].all()
+    assert known["captured"] is None  # the captured take keeps every value, its jaw too
+    assert {t.name: t.known for t in kept.train.takes}[fit_name][jaw].all()
+    # the jaw's statistics now come from the captured take alone
+    captured = build_training_data([str(tmp_path)], spec, fps=30.0, window=32, stride=16, holdout_seconds=1.0)
+    assert np.allclose(left.mean[jaw], captured.mean[jaw]) and not np.allclose(kept.mean[jaw], captured.mean[jaw])
+
+
+@needs_show
+def test_fine_tuning_starts_from_a_model_and_keeps_its_normalisation(tmp_path):
+    from sheg.cli import build_parser
+    from sheg.io.checkpoint import load_model_dir, read_model_meta
+
+    clips = sorted(glob.glob(str(SHOW_DIR / "oliver" / "*" / "*.pkl")))
+
+    def train(*argv):
+        args = build_parser().parse_args(["train", *map(str, argv), "--config", "tiny", "--batch", "4",
+                                          "--holdout-seconds", "2", "--log-every", "1", "--val-every", "0",
+                                          "--threads", "1", "--device", "cpu"])
+        return args.func(args)
+
+    base, tuned = tmp_path / "base", tmp_path / "tuned"
+    assert train(clips[0], "-o", base, "--steps", "2") == 0
+    # zero steps from --init-from: the very weights and statistics of the starting model
+    assert train(clips[1], "-o", tuned, "--steps", "0", "--init-from", base, "--no-show-jaw") == 0
+    a, _ = load_model_dir(str(base), "cpu")
+    b, _ = load_model_dir(str(tuned), "cpu")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert read_model_meta(tuned)["stats"] == read_model_meta(base)["stats"]
+    settings = read_model_meta(tuned)["source"]["settings"]
+    assert settings["init_from"] == str(base) and settings["show_jaw"] is False
+    assert train(clips[1], "-o", tmp_path / "more", "--steps", "2", "--init-from", base) == 0
+    c, _ = load_model_dir(str(tmp_path / "more"), "cpu")
+    assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values()))
+    with pytest.raises(BadInput, match="--init-from .*no readable model.json"):
+        train(clips[1], "-o", tmp_path / "x", "--steps", "1", "--init-from", tmp_path / "missing")
+
+
 def test_the_loss_ignores_unknown_values():
     schedule = NoiseSchedule(1000)
     gen = torch.Generator().manual_seed(0)
@@ -148,6 +200,9 @@ def test_eval_scores_a_set_of_clips_with_the_others_as_mismatched_audio(tiny_mod
     for row in rows:
         assert np.isclose(row["BC gap"], row["BC"] - row["BC mismatched audio"])
         assert row["speed mean (m/s)"] >= 0
+    # the generated jaw is also compared with the captured speaker's (the reference has no such row of its own)
+    assert all(-1.0 <= r["jaw-reference corr"] <= 1.0 for r in rows if "generated" in r["take"])
+    assert all("jaw-reference corr" not in r for r in rows if "reference" in r["take"])
     with pytest.raises(BadInput, match="--audio FILE .* or --clips FOLDER"):
         bad = build_parser().parse_args(["eval", tiny_model_dir, "--device", "cpu"])
         bad.func(bad)

@@ -83,6 +83,18 @@ def test_training_gives_one_style_slot_per_speaker_and_generates_in_each(speaker
         train([*args[:2], "-o", out, *COMMON, "--resume", "--steps", "4"])
 
 
+def test_balanced_picks_give_every_speaker_the_same_share(speakers, tmp_path):
+    args = [f"ann={speakers / 'ann'}", f"bob={speakers / 'bob'}"]
+    data = build_training_data(args, SPEC, 30.0, window=32, stride=1, holdout_seconds=0.0)
+    weights = data.train.speaker_balanced_weights()
+    slots = data.train.speakers(range(len(data.train)))
+    assert (slots == 0).sum() == 2 * (slots == 1).sum()  # ann has two takes, bob one
+    assert np.isclose(weights[slots == 0].sum(), 0.5) and np.isclose(weights[slots == 1].sum(), 0.5)
+    out = tmp_path / "balanced"
+    assert train([*args, "-o", out, *COMMON, "--steps", "2", "--balance-speakers"]) == 0
+    assert json.loads((out / "model.json").read_text())["source"]["settings"]["balance_speakers"] is True
+
+
 def speech_with_a_pause(rate: int, gain: float = 1.0, seed: int = 0) -> np.ndarray:
     """2 s of syllable-like noise bursts, 2 s of silence, 2 s of bursts."""
     rng = np.random.default_rng(seed)

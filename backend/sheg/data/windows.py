@@ -29,7 +29,8 @@ import numpy as np
 from sheg.data.audio import AudioFeatureSpec, load_audio, mel_features, num_motion_frames
 from sheg.data.show_fits import SHOW_FPS, read_show_fit
 from sheg.errors import BadInput
-from sheg.motion.layouts import NUM_EXPRESSIONS, NUM_SMPLX_JOINTS, SHOW, Layout, show_known_channels, show_vector_from_take
+from sheg.motion.layouts import (JAW_JOINT, NUM_EXPRESSIONS, NUM_SMPLX_JOINTS, SHOW, Layout, show_known_channels,
+                                 show_vector_from_take)
 from sheg.motion.skeleton import mirror_poses
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -87,6 +88,14 @@ class WindowSet:
         """Style slot (B,) int64 of windows `rows` (-1: a held-out speaker)."""
         return np.asarray([self.takes[k].speaker for k, _ in self.index[np.asarray(rows, dtype=np.int64)]],
                           dtype=np.int64)
+
+    def speaker_balanced_weights(self) -> np.ndarray:
+        """(W,) pick probabilities that give every speaker the same share of the batches, however many windows
+        each has (a speaker with a minute of data would otherwise outweigh one with seconds)."""
+        slots = self.speakers(range(len(self)))
+        _, inverse, counts = np.unique(slots, return_inverse=True, return_counts=True)
+        weights = 1.0 / counts[inverse]
+        return weights / weights.sum()
 
 
 @dataclass
@@ -295,8 +304,12 @@ def resample_motion(poses: np.ndarray, expressions: np.ndarray, fps_in: float, f
 
 def load_takes(npz_path: str, audio_path: str, spec: AudioFeatureSpec, fps: float, layout: Layout = SHOW,
                hubert_model: str | None = None, hubert_rate: int = 16000, device: str = "cpu",
-               mirror: bool = False) -> list[Take]:
+               mirror: bool = False, show_jaw: bool = True) -> list[Take]:
     """One take at `fps`: network vectors, mel frames (and HuBERT features when hubert_model is given).
+
+    show_jaw False: a SHOW fit's jaw counts as unknown (left out of the loss, like its hands). Fitted to video, its
+    y/z rotations jitter ten times more than motion capture's and its opening often dips below rest; mixed with
+    BEAT2's captured jaw it taught the jaw to ignore the speech.
 
     mirror: also the take reflected left <-> right (skeleton.mirror_poses) on the same audio features, training
     data augmentation for speakers without a handedness. Its expressions stay as captured (the FLAME expression
@@ -307,7 +320,10 @@ def load_takes(npz_path: str, audio_path: str, spec: AudioFeatureSpec, fps: floa
         raise BadInput(f"the audio recipe gives {spec.fps:g} frames/s but the model runs at {fps:g} fps")
     motion = read_motion(npz_path)
     poses, expr = resample_motion(motion.poses, motion.expressions, motion.fps, fps)
-    known = None if motion.known_joints.all() else show_known_channels(motion.known_joints)
+    known_joints = motion.known_joints.copy()
+    if not show_jaw and npz_path.lower().endswith(".pkl"):
+        known_joints[JAW_JOINT] = False
+    known = None if known_joints.all() else show_known_channels(known_joints)
     wave = load_audio(audio_path, spec.sample_rate)
     audio_frames = num_motion_frames(len(wave), spec.hop_length)
     frames = min(len(poses), audio_frames)
@@ -375,12 +391,13 @@ def build_training_data(paths, spec: AudioFeatureSpec, fps: float, window: int, 
                         holdout_seconds: float = 10.0, val_stride: int | None = None, layout: Layout = SHOW,
                         stats: tuple[np.ndarray, np.ndarray] | None = None, hubert_model: str | None = None,
                         hubert_rate: int = 16000, device: str = "cpu", mirror: bool = False,
-                        holdout_speaker: str | None = None, log=None) -> TrainingData:
+                        holdout_speaker: str | None = None, show_jaw: bool = True, log=None) -> TrainingData:
     """Load the takes under `paths` (`NAME=PATH` names a speaker), split off the last `holdout_seconds` of each,
     normalise, and window them. holdout_speaker: validate on that speaker's takes only, whole (see the module).
 
     stats: (mean, std) to use instead of computing them (resuming must reuse the saved ones). mirror: also train on
-    every take reflected left <-> right (`load_takes`); validation stays on the takes as captured.
+    every take reflected left <-> right (`load_takes`); validation stays on the takes as captured. show_jaw: see
+    `load_takes`.
     Training windows: every `stride` frames inside each take's training part. Validation windows: every
     `val_stride` (default window // 2) frames inside the held-out parts (none when they are shorter than a window).
     """
@@ -395,7 +412,8 @@ def build_training_data(paths, spec: AudioFeatureSpec, fps: float, window: int, 
     captured, mirrored, held = [], [], []
     for speaker, npz, audio in found:
         heldout = speaker == holdout_speaker
-        loaded = load_takes(npz, audio, spec, fps, layout, hubert_model, hubert_rate, device, mirror and not heldout)
+        loaded = load_takes(npz, audio, spec, fps, layout, hubert_model, hubert_rate, device, mirror and not heldout,
+                            show_jaw)
         for t in loaded:
             t.speaker = -1 if heldout else speakers.index(speaker)
         (held if heldout else captured).append(loaded[0])

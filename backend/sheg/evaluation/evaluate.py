@@ -28,9 +28,10 @@ from sheg.motion.skeleton import forward_kinematics
 METRIC_SR = 16000
 
 
-def _score(poses: np.ndarray, fps: float, wave: np.ndarray, other_waves: list, mean_vel, seams=None) -> dict:
+def _score(poses: np.ndarray, fps: float, wave: np.ndarray, other_waves: list, mean_vel, seams=None,
+           reference=None) -> dict:
     """Metrics of one take: poses (T, 165) at fps against wave and the mismatched other_waves (16 kHz; their BC is
-    averaged, which steadies the null baseline)."""
+    averaged, which steadies the null baseline), and against the reference poses of the same audio when given."""
     positions = forward_kinematics(poses)
     row = {}
     if mean_vel is not None:
@@ -50,6 +51,8 @@ def _score(poses: np.ndarray, fps: float, wave: np.ndarray, other_waves: list, m
         seam = metrics.seam_jerk(positions, fps, seams)
         row["seam/within jerk"] = seam["seam_ratio"]
     row["jaw-RMS corr"] = metrics.jaw_energy_correlation(poses, wave, METRIC_SR, fps)
+    if reference is not None:
+        row["jaw-reference corr"] = metrics.jaw_reference_correlation(poses, reference)
     row["jaw silence/speech"] = metrics.jaw_silence_ratio(poses, wave, METRIC_SR, fps)
     row["speed mean (m/s)"] = float(metrics.joint_speeds(positions, fps)[:, list(metrics.UPPER_BODY_JOINTS)].mean())
     if "BC" in row:
@@ -116,6 +119,13 @@ def evaluate(model, audio: str, *, seeds=(0, 1, 2), reference: str | None = None
     scored = np.ones(55, bool) if ref is None else ref.known_joints
     if not scored.all():
         log(f"scoring without the {int((~scored).sum())} joints the reference does not hold (hands)")
+    ref_poses = None
+    if ref is not None:
+        ref_poses, _ = resample_motion(ref.poses, np.zeros((len(ref.poses), 1)), ref.fps, fps)
+        first = int(round(start * fps))
+        ref_poses = ref_poses[first:]  # cut to the generated length below (scores use the common length)
+        if len(ref_poses) < 4 or (end is not None and first + 4 > round(end * fps)):
+            raise BadInput(f"the reference {reference} has no motion in the chosen time range")
     rows, samples, mask = [], [], None
     for seed in seeds:
         log(f"generating seed {seed} ...")
@@ -125,7 +135,8 @@ def evaluate(model, audio: str, *, seeds=(0, 1, 2), reference: str | None = None
         poses = poses.reshape(take.frames, -1)
         mask = take.arrays["generated_joints"]
         seams = [start for start, _ in window_spans(take.frames, model.window, model.overlap)[1:]]
-        rows.append({"take": f"generated seed {seed}", **_score(poses, fps, wave, other, mean_speed, seams)})
+        rows.append({"take": f"generated seed {seed}", **_score(poses, fps, wave, other, mean_speed, seams,
+                                                                 ref_poses)})
         samples.append(forward_kinematics(poses))
     summary = _mean_row(rows, f"generated, mean of {len(rows)}")
     if len(samples) >= 2:
@@ -135,12 +146,7 @@ def evaluate(model, audio: str, *, seeds=(0, 1, 2), reference: str | None = None
     frames = len(samples[0])
     rows.append({"take": "static pose", **_score(np.zeros((frames, 165)), fps, wave, other, mean_speed)})
     if ref is not None:
-        ref_poses, _ = resample_motion(ref.poses, np.zeros((len(ref.poses), 1)), ref.fps, fps)
-        first = int(round(start * fps))
-        ref_poses = ref_poses[first:first + frames]
-        if len(ref_poses) < 4:
-            raise BadInput(f"the reference {reference} has no motion in the chosen time range")
-        ref_poses = ref_poses.reshape(len(ref_poses), 55, 3)
+        ref_poses = ref_poses[:frames].reshape(-1, 55, 3).copy()
         ref_poses[:, ~mask] = 0.0  # the joints the model does not generate stay at rest, as in generated takes
         ref_poses[:, ~scored] = 0.0
         rows.append({"take": "reference (ground truth)",

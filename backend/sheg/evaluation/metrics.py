@@ -290,6 +290,14 @@ def jaw_energy_correlation(poses: np.ndarray, wave: np.ndarray, sr: int, fps: fl
     return pearson(opening[:frames], audio_rms(wave, sr, fps, frames))
 
 
+def jaw_reference_correlation(poses: np.ndarray, reference: np.ndarray, mode: str = "x") -> float:
+    """Pearson correlation of the jaw opening of poses and of a reference take of the same audio (common length):
+    whether the mouth opens where the captured speaker's did."""
+    a, b = jaw_opening(poses, mode), jaw_opening(reference, mode)
+    frames = min(len(a), len(b))
+    return pearson(a[:frames], b[:frames])
+
+
 SILENCE_LEVEL = 0.05  # RMS below this share of the clip's 95th-percentile RMS is silence
 SILENCE_MIN_SECONDS = 0.5  # shorter pauses are part of speaking
 SILENCE_MARGIN_SECONDS = 0.1  # the mouth may still be closing just after speech stops (and opening before)

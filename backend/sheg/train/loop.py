@@ -93,7 +93,8 @@ CONFIGS = {
 # Settings a resumed run must keep (default used when a new run does not give them).
 RESUMABLE_DEFAULTS = {"arch": "unieg", "config": "small", "batch": 32, "lr": 2e-4, "seed": 0, "holdout_seconds": 10.0,
                       "window": None, "stride": 1, "loss_eps": 1000.0, "loss_vel": 1.0, "loss_huber": 100.0,
-                      "null_prob": 0.2, "grad_clip": 0.5, "mirror": False, "holdout_speaker": None}
+                      "null_prob": 0.2, "grad_clip": 0.5, "mirror": False, "holdout_speaker": None,
+                      "show_jaw": True, "init_from": None, "balance_speakers": False}
 DEFAULT_STEPS = 20000
 
 
@@ -175,6 +176,19 @@ def _resolve_settings(args, saved: dict | None) -> dict:
     return settings
 
 
+def _read_init_meta(folder: str, arch: str) -> dict:
+    """model.json of the model folder --init-from names, checked to be a sheg model of `arch`."""
+    path = Path(folder) / "model.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"--init-from {folder}: no readable model.json there ({exc}); give a model folder that "
+                       f"sheg train wrote") from None
+    if meta.get("arch", "unieg") != arch or "stats" not in meta:
+        raise BadInput(f"--init-from {folder}: it holds a {meta.get('arch', '?')} model, this run trains {arch}")
+    return meta
+
+
 def _check_out_dir(out: Path, resume: bool) -> None:
     if resume:
         if not (out / TRAIN_STATE).is_file():
@@ -251,9 +265,10 @@ class UniEGRecipe:
                                    settings["stride"], settings["holdout_seconds"], stats=stats,
                                    hubert_model=self.args.hubert if self.net_config.use_hubert else None,
                                    hubert_rate=hubert_rate, device=str(self.device),
-                                   mirror=settings["mirror"], holdout_speaker=settings["holdout_speaker"], log=log)
+                                   mirror=settings["mirror"], holdout_speaker=settings["holdout_speaker"],
+                                   show_jaw=settings["show_jaw"], log=log)
         if saved_meta and list(saved_meta.get("speakers", [])) != data.speakers:
-            raise BadInput(f"the run being resumed has speakers {saved_meta.get('speakers')}, the data now "
+            raise BadInput(f"the model being continued has speakers {saved_meta.get('speakers')}, the data now "
                            f"{data.speakers}: name the same speakers as when it started")
         # one style slot per speaker named in the data (one slot, "default", when none is named)
         self.net_config = dataclasses.replace(self.net_config, style_dim=len(data.speakers))
@@ -404,7 +419,10 @@ def train_main(args) -> int:
         if saved_meta:  # the name and licence given when the run started stay unless given again
             args.name = args.name or saved_meta.get("name")
             args.license = args.license or saved_meta.get("license")
-        data = recipe.load_data(args.data, saved_meta, lambda m: _log(m, dist))
+        init_meta = None
+        if settings["init_from"] and not saved:  # fine-tuning keeps the starting model's normalisation and speakers
+            init_meta = _read_init_meta(settings["init_from"], settings["arch"])
+        data = recipe.load_data(args.data, saved_meta or init_meta, lambda m: _log(m, dist))
         if saved and [s["fingerprint"] for s in saved["data"]] != [s["fingerprint"] for s in data.sources]:
             _log("sheg: warning: the training data differ from the run being resumed; it will not continue exactly",
                  dist)
@@ -417,6 +435,9 @@ def train_main(args) -> int:
             # changes CPU kernels' rounding and would make the resumed run drift from the uninterrupted one.
             net.load_state_dict(loaded.state_dict())
             del loaded
+        elif init_meta is not None:
+            net.load_state_dict(recipe.load_net(settings["init_from"]).state_dict())
+            _log(f"starting from the weights of {settings['init_from']} ({init_meta.get('name', '?')})", dist)
         net = net.to(device).train()
         model = recipe.training_module(net)
         if dist.world > 1:
@@ -454,13 +475,22 @@ def train_main(args) -> int:
              + (f" over {dist.world} processes" if dist.world > 1 else "")
              + f", steps {step}->{steps}, device {device}", dist)
 
+        pick_weights = None
+        if settings["balance_speakers"]:
+            if not hasattr(data.train, "speaker_balanced_weights"):
+                raise BadInput(f"--balance-speakers needs speakers named as SPEAKER=PATH, which --arch "
+                               f"{settings['arch']} does not read")
+            pick_weights = torch.from_numpy(data.train.speaker_balanced_weights())
         gen_state = gen.get_state()  # the generator as of the last completed step (what a resume needs)
         acc = torch.zeros(len(terms) + 1, dtype=torch.float64)  # loss terms and grad norm summed since the last log
         acc_steps, t_log, t_start, start_step = 0, time.perf_counter(), time.perf_counter(), step
         try:
             while step < steps:
                 # 1. the global batch: window picks, timesteps, noise, null rows (identical on every rank); my slice
-                rows = torch.randint(0, len(data.train), (global_batch,), generator=gen)
+                if pick_weights is None:
+                    rows = torch.randint(0, len(data.train), (global_batch,), generator=gen)
+                else:
+                    rows = torch.multinomial(pick_weights, global_batch, replacement=True, generator=gen)
                 t = torch.randint(0, recipe.schedule.num_steps, (global_batch,), generator=gen)
                 noise = torch.randn(recipe.noise_shape(global_batch), generator=gen)
                 null_mask = None
@@ -578,6 +608,14 @@ def build_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--mirror", action="store_const", const=True, default=None,
                    help="also train on every take reflected left <-> right (expressions as captured); validation "
                         "stays on the captured takes")
+    p.add_argument("--no-show-jaw", dest="show_jaw", action="store_const", const=False, default=None,
+                   help="leave the jaw of SHOW fits (.pkl) out of the loss, as their hands are: fitted to video, it "
+                        "is noisier than captured jaws; the jaw is then learned from the motion-capture takes")
+    p.add_argument("--balance-speakers", action="store_const", const=True, default=None,
+                   help="pick training windows so that every named speaker fills the same share of the batches")
+    p.add_argument("--init-from", default=None,
+                   help="fine-tune: start from this model folder's weights, normalisation and speakers (same "
+                        "--config) instead of a fresh init; the optimizer starts afresh")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (DDP: cuda:LOCAL_RANK)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--val-every", type=int, default=500, help="validation loss every N steps (0: only at the end)")
