@@ -72,6 +72,8 @@ class Model:
         self.stabilizer_t0 = int(sampler.get("stabilizer_t0", 25))
         # A lip-sync rest shape: the jaw eased shut in pauses of the speech (SHOW layout only)
         self.close_jaw_in_pauses = bool(sampler.get("close_jaw_in_pauses", False)) and self.layout.name == "show"
+        # The jaw's opening from speech (sheg.nets.jaw_head) instead of the sampled one, when the folder holds one
+        self.jaw_head = getattr(net, "jaw_head", None) if self.layout.name == "show" else None
         self.default_guidance = float(meta.get("guidance_scale", 1.0))
         self.default_style = int(meta.get("default_style", 0))
         self.uses_hubert = bool(getattr(net.config, "use_hubert", False))
@@ -158,6 +160,11 @@ class Model:
             constraint = keep_constraint(self.layout, self.fps, frames, keep, keep_frames, keep_parts)
         vec = self.sample(mel, hub, seed=seed, steps=steps, guidance=guidance, style=style, overlap=overlap,
                           jumps=jumps, resample=resample, progress=report, keep=constraint)
+        if self.jaw_head is not None:
+            g = self.layout.gesture_dim  # the jaw's x rotation: its opening
+            with torch.inference_mode():
+                opening = self.jaw_head(mel)[0] * self.std[g] + self.mean[g]
+            vec[:, g] = opening.float().cpu().numpy()
         if self.lowpass_hz:
             vec = lowpass(vec, self.fps, self.lowpass_hz)
         if self.close_jaw_in_pauses:

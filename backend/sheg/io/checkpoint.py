@@ -119,6 +119,11 @@ def save_model_dir(out_dir, model: UniEG, meta: dict, *, dtype: torch.dtype | No
     out_dir = Path(out_dir)
     config = model.config
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": "unieg", **meta, "config": config.to_dict()}
+    head = getattr(model, "jaw_head", None)
+    if head is not None:  # its shape comes from the module; other entries (the steps it trained) from meta
+        doc["jaw_head"] = {**(meta.get("jaw_head") or {}), **head.config.to_dict()}
+    else:
+        doc.pop("jaw_head", None)
     doc = json.loads(json.dumps(doc, default=_json_default))  # plain JSON types from here on
     _validate_meta(doc, config, "model meta")
     if out_dir.exists() and not _replaceable(out_dir):
@@ -171,8 +176,38 @@ def load_model_dir(path, device="cpu") -> tuple[UniEG, dict]:
     except Exception as exc:  # safetensors raises its own error types for damaged files
         raise CheckpointError(f"{weights} is not a readable safetensors file ({_first_line(exc)}): "
                               "re-export or re-download the model") from None
+    head_state = {k[len(JAW_HEAD_PREFIX):]: state_dict.pop(k) for k in list(state_dict)
+                  if k.startswith(JAW_HEAD_PREFIX)}
     model = _build_and_load(config, state_dict, str(weights))
+    if "jaw_head" in meta or head_state:
+        attach_jaw_head(model, meta.get("jaw_head"), head_state, str(weights))
     return _to_device(model, device), meta
+
+
+JAW_HEAD_PREFIX = "jaw_head."
+
+
+def attach_jaw_head(model: UniEG, spec, state_dict: dict | None, what: str):
+    """Give `model` the jaw-from-speech head model.json's "jaw_head" describes (as `model.jaw_head`, so that its
+    weights are saved with the network's under ``jaw_head.``); state_dict None leaves it freshly initialised."""
+    from sheg.nets.jaw_head import JawHead, JawHeadConfig
+
+    if spec is None:
+        raise CheckpointError(f"{what} holds jaw_head weights but model.json has no \"jaw_head\" entry: "
+                              "re-export the model")
+    try:
+        config = JawHeadConfig.from_dict(spec)
+    except ShegError as exc:
+        raise CheckpointError(f"{what}: {exc}") from None
+    if config.audio_dim != model.config.audio_dim:
+        raise CheckpointError(f"{what}: jaw_head.audio_dim {config.audio_dim} differs from the network's "
+                              f"{model.config.audio_dim}")
+    head = JawHead(config)
+    if state_dict is not None:
+        check_state_dict(head.state_dict(), state_dict, f"{what} (jaw head)")
+        head.load_state_dict({k: v.float() for k, v in state_dict.items()})
+    model.jaw_head = head.eval()
+    return head
 
 
 def _read_meta(path) -> tuple[Path, dict, UniEGConfig]:

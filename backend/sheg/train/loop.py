@@ -176,6 +176,35 @@ def _resolve_settings(args, saved: dict | None) -> dict:
     return settings
 
 
+def _copy_weights(net, loaded) -> None:
+    """Load `loaded`'s weights into `net`, giving it loaded's jaw head first when it has one."""
+    head = getattr(loaded, "jaw_head", None)
+    if head is not None:
+        from sheg.nets.jaw_head import JawHead
+
+        net.jaw_head = JawHead(head.config).requires_grad_(False)  # trained only by --jaw-head-steps
+    # Copy into freshly allocated tensors: the loader's tensors may sit at other memory alignments, which
+    # changes CPU kernels' rounding and would make a resumed run drift from the uninterrupted one.
+    net.load_state_dict(loaded.state_dict())
+
+
+def _train_jaw_head(net, recipe, data, settings: dict, steps: int, log) -> dict:
+    """Train a fresh jaw-from-speech head (sheg.nets.jaw_head) on the run's windows, attach it to `net`, and return
+    its model.json entry."""
+    from sheg.nets.jaw_head import JawHead, JawHeadConfig
+    from sheg.train.jaw_head import train_jaw_head
+
+    if recipe.arch != "unieg":
+        raise BadInput("--jaw-head-steps is for UniEG models (the SHOW layout's jaw)")
+    torch.manual_seed(settings["seed"])
+    head = JawHead(JawHeadConfig(audio_dim=net.config.audio_dim))
+    channel = _SHOW_DIMS["gesture_dim"]  # the jaw's x rotation (its opening) follows the gesture values
+    report = train_jaw_head(head, data.train, data.val, channel, steps, settings["seed"],
+                            batch=int(settings["batch"]), log=log)
+    net.jaw_head = head.eval()
+    return {"steps": steps, "val_corr": None if np.isnan(report["val_corr"]) else round(report["val_corr"], 4)}
+
+
 def _read_init_meta(folder: str, arch: str) -> dict:
     """model.json of the model folder --init-from names, checked to be a sheg model of `arch`."""
     path = Path(folder) / "model.json"
@@ -296,7 +325,9 @@ class UniEGRecipe:
         return net
 
     def optimizer(self, net):
-        return torch.optim.Adam(net.parameters(), lr=self.settings["lr"])
+        # a jaw head carried over from a resumed or starting model trains on its own (--jaw-head-steps), not here
+        params = [p for name, p in net.named_parameters() if not name.startswith("jaw_head.")]
+        return torch.optim.Adam(params, lr=self.settings["lr"])
 
     def noise_shape(self, batch: int) -> tuple:
         return (batch, int(self.settings["window"]), self.net_config.net_dim)
@@ -431,13 +462,12 @@ def train_main(args) -> int:
         net = recipe.new_net()
         if saved:
             loaded = recipe.load_net(out)
-            # Copy into freshly allocated tensors: the loader's tensors may sit at other memory alignments, which
-            # changes CPU kernels' rounding and would make the resumed run drift from the uninterrupted one.
-            net.load_state_dict(loaded.state_dict())
+            _copy_weights(net, loaded)
             del loaded
         elif init_meta is not None:
-            net.load_state_dict(recipe.load_net(settings["init_from"]).state_dict())
+            _copy_weights(net, recipe.load_net(settings["init_from"]))
             _log(f"starting from the weights of {settings['init_from']} ({init_meta.get('name', '?')})", dist)
+        jaw_head_meta = dict((saved_meta or init_meta or {}).get("jaw_head") or {})
         net = net.to(device).train()
         model = recipe.training_module(net)
         if dist.world > 1:
@@ -466,6 +496,8 @@ def train_main(args) -> int:
         def checkpoint():
             if dist.main:
                 meta = recipe.meta(data, _source(settings, data, step), _license(args, data))
+                if getattr(net, "jaw_head", None) is not None:
+                    meta["jaw_head"] = jaw_head_meta
                 _write_checkpoint(out, recipe.save, net, meta, state_dict())
 
         params = sum(p.numel() for p in net.parameters())
@@ -543,7 +575,11 @@ def train_main(args) -> int:
                 _log(f"interrupted: saving step {step} to {out} (continue with --resume)", dist)
                 checkpoint()
             raise
-        if step == start_step:  # nothing to do (already at --steps): still leave a consistent folder
+        if args.jaw_head_steps and dist.main:
+            jaw_head_meta = _train_jaw_head(net, recipe, data, settings, int(args.jaw_head_steps),
+                                            lambda m: _log(m, dist))
+            checkpoint()
+        elif step == start_step:  # nothing to do (already at --steps): still leave a consistent folder
             checkpoint()
         _log(f"done: {out} at step {step}", dist)
     finally:
@@ -611,6 +647,9 @@ def build_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-show-jaw", dest="show_jaw", action="store_const", const=False, default=None,
                    help="leave the jaw of SHOW fits (.pkl) out of the loss, as their hands are: fitted to video, it "
                         "is noisier than captured jaws; the jaw is then learned from the motion-capture takes")
+    p.add_argument("--jaw-head-steps", type=int, default=0,
+                   help="after the diffusion steps, train the jaw-from-speech head (sheg.nets.jaw_head) for this "
+                        "many steps; the model's jaw opening then comes from it (0: none)")
     p.add_argument("--balance-speakers", action="store_const", const=True, default=None,
                    help="pick training windows so that every named speaker fills the same share of the batches")
     p.add_argument("--init-from", default=None,
