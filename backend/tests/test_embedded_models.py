@@ -37,7 +37,7 @@ def test_generate_with_an_embedded_model(tmp_path, model, fps, face):
     generated = take["generated_joints"]
     assert generated[[3, 6, 9, 12, 16, 17, 18, 19]].all() and not generated[[1, 2, 4, 5]].any()  # no legs
     assert bool(take["generated_expressions"]) is face
-    assert summary["model"] == ("sheg-small-beat2" if model is None else "sheg-diffgesture-small-beat2")
+    assert summary["model"] == ("sheg-small-v2" if model is None else "sheg-diffgesture-small-beat2")
 
 
 def test_an_unknown_model_name_is_a_one_line_error(tmp_path):
