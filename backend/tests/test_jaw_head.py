@@ -80,6 +80,18 @@ def test_sheg_train_adds_the_head_and_generation_takes_the_jaw_from_it(tmp_path)
     assert json.loads((out / "model.json").read_text())["jaw_head"]["steps"] == 20
 
 
+def test_the_head_is_asked_for_with_a_usable_count(tmp_path):
+    from sheg.errors import BadInput
+
+    data = tmp_path / "takes"
+    data.mkdir()
+    write_take(data, "a", 4.0, seed=4)
+    for extra in (["--jaw-head-steps", "-1"], ["--jaw-head-steps", "5", "--arch", "diffgesture"]):
+        with pytest.raises(BadInput, match="--jaw-head-steps takes a count >= 0, and is for UniEG"):
+            train([data, "-o", tmp_path / "m", *COMMON, "--steps", "1", *extra])
+        assert not (tmp_path / "m").exists()  # refused before any training
+
+
 def test_a_damaged_head_is_a_one_line_error(tmp_path):
     data = tmp_path / "takes"
     data.mkdir()

@@ -194,8 +194,6 @@ def _train_jaw_head(net, recipe, data, settings: dict, steps: int, log) -> dict:
     from sheg.nets.jaw_head import JawHead, JawHeadConfig
     from sheg.train.jaw_head import train_jaw_head
 
-    if recipe.arch != "unieg":
-        raise BadInput("--jaw-head-steps is for UniEG models (the SHOW layout's jaw)")
     torch.manual_seed(settings["seed"])
     head = JawHead(JawHeadConfig(audio_dim=net.config.audio_dim))
     channel = _SHOW_DIMS["gesture_dim"]  # the jaw's x rotation (its opening) follows the gesture values
@@ -437,6 +435,8 @@ def train_main(args) -> int:
         if getattr(args, key) < (1 if key == "log_every" else 0):
             raise BadInput(f"--{key.replace('_', '-')} must be {'>= 1' if key == 'log_every' else '>= 0'}")
     recipe = RECIPES[settings["arch"]](settings, args, device)
+    if args.jaw_head_steps < 0 or (args.jaw_head_steps and recipe.arch != "unieg"):
+        raise BadInput("--jaw-head-steps takes a count >= 0, and is for UniEG models (the SHOW layout's jaw)")
 
     if dist.world > 1:
         import torch.distributed as tdist
