@@ -187,9 +187,9 @@ def load_model_dir(path, device="cpu") -> tuple[UniEG, dict]:
 JAW_HEAD_PREFIX = "jaw_head."
 
 
-def attach_jaw_head(model: UniEG, spec, state_dict: dict | None, what: str):
-    """Give `model` the jaw-from-speech head model.json's "jaw_head" describes (as `model.jaw_head`, so that its
-    weights are saved with the network's under ``jaw_head.``); state_dict None leaves it freshly initialised."""
+def attach_jaw_head(model: UniEG, spec, state_dict: dict, what: str):
+    """Give `model` the jaw-from-speech head model.json's "jaw_head" describes, holding exactly `state_dict`, as
+    `model.jaw_head` (so that its weights are saved with the network's under ``jaw_head.``)."""
     from sheg.nets.jaw_head import JawHead, JawHeadConfig
 
     if spec is None:
@@ -203,9 +203,8 @@ def attach_jaw_head(model: UniEG, spec, state_dict: dict | None, what: str):
         raise CheckpointError(f"{what}: jaw_head.audio_dim {config.audio_dim} differs from the network's "
                               f"{model.config.audio_dim}")
     head = JawHead(config)
-    if state_dict is not None:
-        check_state_dict(head.state_dict(), state_dict, f"{what} (jaw head)")
-        head.load_state_dict({k: v.float() for k, v in state_dict.items()})
+    check_state_dict(head.state_dict(), state_dict, f"{what} (jaw head)")
+    head.load_state_dict({k: v.float() for k, v in state_dict.items()})
     model.jaw_head = head.eval()
     return head
 
