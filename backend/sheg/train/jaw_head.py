@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from sheg.errors import BadInput
+from sheg.evaluation.metrics import pearson
 from sheg.nets.jaw_head import JawHead
 
 JAW_HEAD_LR = 1e-3
@@ -24,6 +25,12 @@ def _batch(windows, rows, channel: int):
     return torch.from_numpy(mel), target, weight.expand_as(target)
 
 
+def _rows_holding(windows, channel: int) -> np.ndarray:
+    """Indices of the windows whose take holds `channel` (a SHOW fit trained with --no-show-jaw does not)."""
+    return np.flatnonzero([windows.takes[k].known is None or bool(windows.takes[k].known[channel])
+                           for k, _ in windows.index])
+
+
 def _masked_mse(pred, target, weight) -> torch.Tensor:
     return ((pred - target) ** 2 * weight).sum() / weight.sum().clamp_min(1.0)
 
@@ -35,12 +42,10 @@ def train_jaw_head(head: JawHead, train, val, channel: int, steps: int, seed: in
     log = log or (lambda msg: None)
     if steps < 1:
         raise BadInput(f"--jaw-head-steps must be at least 1, got {steps}")
-    usable = np.array([train.takes[k].known is None or bool(train.takes[k].known[channel])
-                       for k, _ in train.index])
-    if not usable.any():
+    rows_ok = _rows_holding(train, channel)
+    if not len(rows_ok):
         raise BadInput("no training take holds the jaw (every one is a SHOW fit with --no-show-jaw): the jaw head "
                        "needs captured jaws")
-    rows_ok = np.flatnonzero(usable)
     gen = torch.Generator().manual_seed(int(seed))
     opt = torch.optim.AdamW(head.parameters(), lr=JAW_HEAD_LR, weight_decay=JAW_HEAD_WEIGHT_DECAY)
     head.train()
@@ -55,16 +60,13 @@ def train_jaw_head(head: JawHead, train, val, channel: int, steps: int, seed: in
         running = 0.9 * running + 0.1 * loss.item() if step > 1 else loss.item()
     head.eval()
     report = {"train_mse": running, "val_mse": float("nan"), "val_corr": float("nan")}
-    val_rows = [r for r in range(len(val))
-                if val.takes[val.index[r][0]].known is None or bool(val.takes[val.index[r][0]].known[channel])]
-    if val_rows:
+    val_rows = _rows_holding(val, channel)
+    if len(val_rows):
         with torch.no_grad():
             mel, target, weight = _batch(val, val_rows, channel)
             pred = head(mel)
         report["val_mse"] = float(_masked_mse(pred, target, weight))
-        a, b = pred.flatten().numpy(), target.flatten().numpy()
-        a, b = a - a.mean(), b - b.mean()
-        report["val_corr"] = float((a * b).sum() / max(np.sqrt((a * a).sum() * (b * b).sum()), 1e-12))
+        report["val_corr"] = pearson(pred.flatten().numpy(), target.flatten().numpy())
     log(f"jaw head: {steps} steps, train MSE {report['train_mse']:.4f}, validation MSE {report['val_mse']:.4f}, "
         f"correlation with the held-out jaw {report['val_corr']:.3f}")
     return report

@@ -191,12 +191,13 @@ def _copy_weights(net, loaded) -> None:
 def _train_jaw_head(net, recipe, data, settings: dict, steps: int, log) -> dict:
     """Train a fresh jaw-from-speech head (sheg.nets.jaw_head) on the run's windows, attach it to `net`, and return
     its model.json entry."""
+    from sheg.motion.layouts import SHOW
     from sheg.nets.jaw_head import JawHead, JawHeadConfig
     from sheg.train.jaw_head import train_jaw_head
 
     torch.manual_seed(settings["seed"])
     head = JawHead(JawHeadConfig(audio_dim=net.config.audio_dim))
-    channel = _SHOW_DIMS["gesture_dim"]  # the jaw's x rotation (its opening) follows the gesture values
+    channel = SHOW.gesture_dim  # the jaw's x rotation (its opening) follows the gesture values, as at generation
     report = train_jaw_head(head, data.train, data.val, channel, steps, settings["seed"],
                             batch=int(settings["batch"]), log=log)
     net.jaw_head = head.eval()
